@@ -1,0 +1,195 @@
+# dskit - build, test and install. GNU make.
+#
+#   make                 libds (static + shared) and the tools
+#   make check           C unit tests, fuzz seed replay, bats CLI tests, docs sync
+#   make asan            the same tests built with ASan + UBSan (in build-asan/)
+#   make check-valgrind  the CLI tests under valgrind
+#   make install         PREFIX=/usr/local DESTDIR= (symmetric: make uninstall)
+#   make man completions regenerate the committed man pages and completions
+#
+# Variables: CFLAGS (user, default -O2 -g), MOREFLAGS (appended), OPENMP=0 to
+# build without OpenMP, DEVELOPER=1 for -Werror, O=DIR to build elsewhere.
+
+VERSION    := 0.1.0
+PREFIX     ?= /usr/local
+EXEC_PREFIX ?= $(PREFIX)
+BINDIR     ?= $(EXEC_PREFIX)/bin
+LIBDIR     ?= $(EXEC_PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DATADIR    ?= $(PREFIX)/share
+MANDIR     ?= $(DATADIR)/man
+MAN1DIR    ?= $(MANDIR)/man1
+MAN7DIR    ?= $(MANDIR)/man7
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
+ZSH_COMPDIR ?= $(DATADIR)/zsh/site-functions
+FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
+INSTALL    ?= install
+INSTALL_PROGRAM ?= $(INSTALL)
+INSTALL_DATA ?= $(INSTALL) -m 644
+PKG_CONFIG ?= pkg-config
+BATS       ?= bats
+SCDOC      ?= scdoc
+
+CC         ?= cc
+CFLAGS     ?= -O2 -g
+OPENMP     ?= 1
+O          ?= .
+
+DEPS       := libzstd libcjson libpcre2-8
+DEP_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(DEPS))
+DEP_LIBS   := $(shell $(PKG_CONFIG) --libs $(DEPS))
+
+DS_CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
+              -Wvla -Wformat=2 -fvisibility=hidden -Ilib -DDS_VERSION='"$(VERSION)"'
+ifeq ($(OPENMP),1)
+DS_CFLAGS  += -fopenmp
+OMP_LIBS   := -fopenmp
+endif
+ifeq ($(DEVELOPER),1)
+DS_CFLAGS  += -Werror
+endif
+ALL_CFLAGS := $(CFLAGS) $(DS_CFLAGS) $(DEP_CFLAGS) $(MOREFLAGS)
+ALL_LDFLAGS := $(LDFLAGS) $(MOREFLAGS)
+LIBS       := $(DEP_LIBS) $(OMP_LIBS) -lm -lpthread
+
+LIB_SRC    := $(sort $(wildcard lib/*.c))
+LIB_HDR    := $(sort $(wildcard lib/ds*.h))
+LIB_OBJ    := $(LIB_SRC:lib/%.c=$(O)/build/lib/%.o)
+LIB_PIC    := $(LIB_SRC:lib/%.c=$(O)/build/pic/%.o)
+LIBA       := $(O)/lib/libds.a
+LIBSO_VER  := $(O)/lib/libds.so.0
+LIBSO      := $(O)/lib/libds.so
+
+TOOL_SRC   := $(sort $(wildcard cmd/ds-*.c))
+TOOLS      := $(TOOL_SRC:cmd/%.c=%)
+TOOL_BINS  := $(TOOLS:%=$(O)/cmd/%)
+CLI_OBJ    := $(O)/build/cmd/cli.o
+
+UNIT_SRC   := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(O)/build/tests/%)
+FUZZ_SRC   := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_REPLAY := $(FUZZ_SRC:tests/fuzz/%.c=$(O)/build/fuzz/%)
+
+MAN_SCD    := $(sort $(wildcard man/*.scd))
+MAN_OUT    := $(MAN_SCD:.scd=)
+
+.PHONY: all lib tools check check-unit check-fuzz check-cli check-docs check-man \
+        asan ubsan check-valgrind install uninstall man completions clean bench demo
+.DEFAULT_GOAL := all
+
+all: lib tools
+lib: $(LIBA) $(LIBSO)
+tools: $(TOOL_BINS)
+
+$(O)/build/lib/%.o: lib/%.c $(LIB_HDR) $(wildcard lib/*_impl.h)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(O)/build/pic/%.o: lib/%.c $(LIB_HDR) $(wildcard lib/*_impl.h)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -fPIC -c $< -o $@
+
+$(LIBA): $(LIB_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(LIBSO_VER): $(LIB_PIC)
+	@mkdir -p $(@D)
+	$(CC) -shared -Wl,-soname,libds.so.0 $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(LIBSO): $(LIBSO_VER)
+	ln -sf libds.so.0 $@
+
+$(O)/build/cmd/%.o: cmd/%.c cmd/cli.h $(LIB_HDR)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(O)/cmd/ds-%: $(O)/build/cmd/ds-%.o $(CLI_OBJ) $(LIBA)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(O)/build/tests/%: tests/unit/%.c tests/unit/test.h $(LIBA)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(LIBA) $(LIBS)
+
+$(O)/build/fuzz/%: tests/fuzz/%.c tests/fuzz/replay.c $(LIBA)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -o $@ $< tests/fuzz/replay.c $(LIBA) $(LIBS)
+
+# ---- tests -------------------------------------------------------------------
+
+check: all check-unit check-fuzz check-cli check-docs
+
+check-unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do \
+	  echo "== $$t"; DS_TESTDATA=tests/data $(DS_EXEC_PREFIX) $$t; done
+
+check-fuzz: $(FUZZ_REPLAY)
+	@set -e; for t in $(FUZZ_REPLAY); do n=$$(basename $$t); \
+	  echo "== replay $$n"; $(DS_EXEC_PREFIX) $$t tests/fuzz/corpus/$${n#fuzz_}; done
+
+check-cli: tools
+	DS_BIN=$(abspath $(O)/cmd) DS_EXEC_PREFIX="$(DS_EXEC_PREFIX)" \
+	  BATS_LIB_PATH=/usr/lib/bats $(BATS) --tap tests/cli
+
+check-docs: tools
+	DS_BIN=$(abspath $(O)/cmd) sh tests/check-docs.sh
+
+check-man:
+	@if command -v mandoc >/dev/null; then mandoc -Tlint -W warning $(MAN_OUT); \
+	else echo "mandoc not installed; skipped"; fi
+
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+asan:
+	$(MAKE) O=build-asan OPENMP=0 MOREFLAGS="$(SAN_FLAGS) $(MOREFLAGS)" CFLAGS="-O1 -g" check
+
+ubsan:
+	$(MAKE) O=build-ubsan MOREFLAGS="-fsanitize=undefined -fno-sanitize-recover=all $(MOREFLAGS)" check
+
+check-valgrind: all
+	$(MAKE) DS_EXEC_PREFIX="valgrind --error-exitcode=99 -q --leak-check=full" check-unit check-cli
+
+# ---- docs ----------------------------------------------------------------------
+
+man: $(MAN_OUT)
+man/%: man/%.scd
+	$(SCDOC) < $< > $@
+
+completions: tools
+	DS_BIN=$(abspath $(O)/cmd) sh completions/gen.sh
+
+# ---- install ---------------------------------------------------------------------
+
+libds.pc: libds.pc.in Makefile
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	    -e 's|@VERSION@|$(VERSION)|' -e 's|@DEPS@|$(DEPS)|' $< > $@
+
+install: all libds.pc
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
+	  $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MAN1DIR) $(DESTDIR)$(MAN7DIR) \
+	  $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSH_COMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	$(INSTALL_PROGRAM) $(TOOL_BINS) $(DESTDIR)$(BINDIR)/
+	$(INSTALL_DATA) $(LIBA) $(DESTDIR)$(LIBDIR)/libds.a
+	$(INSTALL_PROGRAM) $(LIBSO_VER) $(DESTDIR)$(LIBDIR)/libds.so.0
+	ln -sf libds.so.0 $(DESTDIR)$(LIBDIR)/libds.so
+	$(INSTALL_DATA) $(LIB_HDR) $(DESTDIR)$(INCLUDEDIR)/
+	$(INSTALL_DATA) libds.pc $(DESTDIR)$(PKGCONFIGDIR)/libds.pc
+	$(INSTALL_DATA) $(TOOLS:%=man/%.1) $(DESTDIR)$(MAN1DIR)/
+	$(INSTALL_DATA) man/ds.7 $(DESTDIR)$(MAN7DIR)/
+	$(INSTALL_DATA) $(TOOLS:%=completions/bash/%) $(DESTDIR)$(BASHCOMPDIR)/
+	$(INSTALL_DATA) completions/zsh/_ds $(DESTDIR)$(ZSH_COMPDIR)/_ds
+	$(INSTALL_DATA) $(TOOLS:%=completions/fish/%.fish) $(DESTDIR)$(FISHCOMPDIR)/
+
+uninstall:
+	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%)
+	rm -f $(DESTDIR)$(LIBDIR)/libds.a $(DESTDIR)$(LIBDIR)/libds.so.0 $(DESTDIR)$(LIBDIR)/libds.so
+	rm -f $(LIB_HDR:lib/%=$(DESTDIR)$(INCLUDEDIR)/%)
+	rm -f $(DESTDIR)$(PKGCONFIGDIR)/libds.pc
+	rm -f $(TOOLS:%=$(DESTDIR)$(MAN1DIR)/%.1) $(DESTDIR)$(MAN7DIR)/ds.7
+	rm -f $(TOOLS:%=$(DESTDIR)$(BASHCOMPDIR)/%) $(DESTDIR)$(ZSH_COMPDIR)/_ds
+	rm -f $(TOOLS:%=$(DESTDIR)$(FISHCOMPDIR)/%.fish)
+
+clean:
+	rm -rf build build-asan build-ubsan lib/libds.a lib/libds.so lib/libds.so.0 \
+	  $(TOOLS:%=cmd/%) libds.pc
