@@ -41,7 +41,7 @@ DEP_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(DEPS))
 DEP_LIBS   := $(shell $(PKG_CONFIG) --libs $(DEPS))
 
 DS_CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
-              -Wvla -Wformat=2 -fvisibility=hidden -Ilib -DDS_VERSION='"$(VERSION)"'
+              -Wvla -Wformat=2 -Ilib -DDS_VERSION='"$(VERSION)"'
 ifeq ($(OPENMP),1)
 DS_CFLAGS  += -fopenmp
 OMP_LIBS   := -fopenmp
@@ -95,9 +95,16 @@ $(LIBA): $(LIB_OBJ)
 	rm -f $@
 	$(AR) rcs $@ $^
 
-$(LIBSO_VER): $(LIB_PIC)
+# The shared library exports exactly the functions declared in lib/ds*.h.
+$(O)/build/libds.map: $(LIB_HDR)
 	@mkdir -p $(@D)
-	$(CC) -shared -Wl,-soname,libds.so.0 $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+	{ echo '{ global:'; grep -ohE '\bds_[a-z0-9_]+\(' $(LIB_HDR) | tr -d '(' | sort -u | \
+	  sed 's/$$/;/'; echo 'local: *; };'; } > $@
+
+$(LIBSO_VER): $(LIB_PIC) $(O)/build/libds.map
+	@mkdir -p $(@D)
+	$(CC) -shared -Wl,-soname,libds.so.0 -Wl,--version-script=$(O)/build/libds.map \
+	  $(ALL_LDFLAGS) -o $@ $(LIB_PIC) $(LIBS)
 
 $(LIBSO): $(LIBSO_VER)
 	ln -sf libds.so.0 $@
@@ -117,6 +124,13 @@ $(O)/build/fuzz/%: tests/fuzz/%.c tests/fuzz/replay.c $(LIBA)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -o $@ $< tests/fuzz/replay.c $(LIBA) $(LIBS)
 
+$(O)/build/bench/%: bench/%.c $(LIBA)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBA) $(LIBS)
+
+bench: all $(O)/build/bench/gen-checkpoint
+	sh bench/convert.sh
+
 # ---- tests -------------------------------------------------------------------
 
 check: all check-unit check-fuzz check-cli check-docs
@@ -133,8 +147,8 @@ check-cli: tools
 	DS_BIN=$(abspath $(O)/cmd) DS_EXEC_PREFIX="$(DS_EXEC_PREFIX)" \
 	  BATS_LIB_PATH=/usr/lib/bats $(BATS) --tap tests/cli
 
-check-docs: tools
-	DS_BIN=$(abspath $(O)/cmd) sh tests/check-docs.sh
+check-docs: tools check-man
+	DS_BIN=$(abspath $(O)/cmd) MAKE="$(MAKE)" SCDOC="$(SCDOC)" sh tests/check-docs.sh
 
 check-man:
 	@if command -v mandoc >/dev/null; then mandoc -Tlint -W warning $(MAN_OUT); \
@@ -152,18 +166,43 @@ check-valgrind: all
 
 # ---- docs ----------------------------------------------------------------------
 
-man: $(MAN_OUT)
-man/%: man/%.scd
-	$(SCDOC) < $< > $@
+# The pages are dated MAN_EPOCH (not the build time), so that regenerating
+# them is reproducible; bump it with VERSION. MANOUT=DIR writes the pages to
+# DIR instead (tests/check-docs.sh compares them with the committed ones).
+# MAN_FIX removes the empty paragraph macros scdoc emits (after .SH/.SS,
+# before .SH/.SS/.RE), which mandoc -Tlint reports as warnings.
+MAN_EPOCH  := 1795305600
+MANOUT     ?= man
+MAN_FIX    := awk '/^\.P$$/ { if (held || prev ~ /^\.S[HS]( |$$)/) next; held = 1; next } \
+                   held && /^\.RE/ { print; prev = $$0; next } \
+                   held { if ($$0 !~ /^\.S[HS]( |$$)/) print ".P"; held = 0 } \
+                   { print; prev = $$0 }'
+
+man: $(MAN_SCD:man/%.scd=$(MANOUT)/%)
+$(MANOUT)/%: man/%.scd
+	@mkdir -p $(@D)
+	SOURCE_DATE_EPOCH=$(MAN_EPOCH) $(SCDOC) < $< > $@.tmp && $(MAN_FIX) < $@.tmp > $@.tmp2 \
+	  && mv $@.tmp2 $@; s=$$?; rm -f $@.tmp $@.tmp2; exit $$s
 
 completions: tools
 	DS_BIN=$(abspath $(O)/cmd) sh completions/gen.sh
 
 # ---- install ---------------------------------------------------------------------
 
-libds.pc: libds.pc.in Makefile
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
-	    -e 's|@VERSION@|$(VERSION)|' -e 's|@DEPS@|$(DEPS)|' $< > $@
+# Installed headers: the public API (ds_banned.h is a build-time helper).
+PUB_HDR    := $(filter-out lib/ds_banned.h,$(LIB_HDR))
+PC_LIBDIR  := $(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))
+PC_INCDIR  := $(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))
+ifeq ($(OPENMP),1)
+PC_OMP     := -fopenmp
+endif
+
+# Regenerated on every install, since PREFIX and LIBDIR may differ each time.
+.PHONY: libds.pc
+libds.pc: libds.pc.in
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(PC_LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(PC_INCDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	    -e 's|@DEPS@|$(DEPS)|' -e 's|@OMP@|$(PC_OMP)|' $< > $@
 
 install: all libds.pc
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
@@ -173,10 +212,10 @@ install: all libds.pc
 	$(INSTALL_DATA) $(LIBA) $(DESTDIR)$(LIBDIR)/libds.a
 	$(INSTALL_PROGRAM) $(LIBSO_VER) $(DESTDIR)$(LIBDIR)/libds.so.0
 	ln -sf libds.so.0 $(DESTDIR)$(LIBDIR)/libds.so
-	$(INSTALL_DATA) $(LIB_HDR) $(DESTDIR)$(INCLUDEDIR)/
+	$(INSTALL_DATA) $(PUB_HDR) $(DESTDIR)$(INCLUDEDIR)/
 	$(INSTALL_DATA) libds.pc $(DESTDIR)$(PKGCONFIGDIR)/libds.pc
 	$(INSTALL_DATA) $(TOOLS:%=man/%.1) $(DESTDIR)$(MAN1DIR)/
-	$(INSTALL_DATA) man/ds.7 $(DESTDIR)$(MAN7DIR)/
+	$(INSTALL_DATA) man/ds.7 $(DESTDIR)$(MAN7DIR)/ds.7
 	$(INSTALL_DATA) $(TOOLS:%=completions/bash/%) $(DESTDIR)$(BASHCOMPDIR)/
 	$(INSTALL_DATA) completions/zsh/_ds $(DESTDIR)$(ZSH_COMPDIR)/_ds
 	$(INSTALL_DATA) $(TOOLS:%=completions/fish/%.fish) $(DESTDIR)$(FISHCOMPDIR)/
@@ -184,7 +223,7 @@ install: all libds.pc
 uninstall:
 	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%)
 	rm -f $(DESTDIR)$(LIBDIR)/libds.a $(DESTDIR)$(LIBDIR)/libds.so.0 $(DESTDIR)$(LIBDIR)/libds.so
-	rm -f $(LIB_HDR:lib/%=$(DESTDIR)$(INCLUDEDIR)/%)
+	rm -f $(PUB_HDR:lib/%=$(DESTDIR)$(INCLUDEDIR)/%)
 	rm -f $(DESTDIR)$(PKGCONFIGDIR)/libds.pc
 	rm -f $(TOOLS:%=$(DESTDIR)$(MAN1DIR)/%.1) $(DESTDIR)$(MAN7DIR)/ds.7
 	rm -f $(TOOLS:%=$(DESTDIR)$(BASHCOMPDIR)/%) $(DESTDIR)$(ZSH_COMPDIR)/_ds

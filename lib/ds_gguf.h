@@ -79,7 +79,9 @@ long ds_gguf_find(const struct ds_gguf *g, const char *name);
  * at data_offset. Errors name ds_reader_name(r) and the problem: wrong magic,
  * unsupported version, truncated, absurd counts (DS_ERR_LIMIT), duplicate
  * keys or tensor names, bad dims or type, offsets out of range or
- * overlapping, data past the end of a file. g must be init'ed. */
+ * overlapping, data past the end of a file. g must be init'ed and empty; on
+ * error it holds partial contents (release it as usual). A file without
+ * tensors may end before the padding. */
 ds_err ds_gguf_read(struct ds_reader *r, struct ds_gguf *g);
 
 /* Fills order[0..n_tensors-1] with tensor indices by increasing offset. */

@@ -86,8 +86,8 @@ ds_err ds_hf_config_to_meta(const char *json, size_t len, const char *name, stru
 ds_err ds_hparams_from_meta(const struct ds_meta *m, struct ds_hparams *hp);
 
 /* config.json text from metadata: malloc'd, NUL-terminated, free with free().
- * torch_dtype is set to dtype (e.g. "bfloat16"); quantization_config is kept
- * only when fp8 is true. */
+ * torch_dtype is set to dtype (e.g. "bfloat16"; NULL keeps the original
+ * config's, when known); quantization_config is kept only when fp8 is true. */
 ds_err ds_hf_meta_to_config(const struct ds_meta *m, const char *dtype, bool fp8, char **out);
 
 /* tokenizer.json (required) and tokenizer_config.json (may be NULL) ->

@@ -57,6 +57,9 @@ struct ds_st {
     size_t n_meta;
     bool sharded;                   /* opened through an index */
     uint64_t index_total_size;      /* metadata.total_size of the index, 0 if none */
+    size_t *by_name;                /* owned: tensor indices sorted by name (ds_st_find) */
+    struct ds_reader **readers;     /* owned: per file, open for ds_st_read (NULL after
+                                       ds_st_parse_header alone) */
 };
 
 void ds_st_init(struct ds_st *st);
@@ -64,7 +67,9 @@ void ds_st_release(struct ds_st *st);
 
 /* Opens a checkpoint: path is a .safetensors file, a model.safetensors.index.json,
  * or a directory holding model.safetensors.index.json or one *.safetensors file
- * (model.safetensors preferred). st must be init'ed. */
+ * (model.safetensors preferred). st must be init'ed. On failure st is left
+ * empty (released); on success the shard files stay open for ds_st_read()
+ * until ds_st_release(). */
 ds_err ds_st_open(struct ds_st *st, const char *path);
 
 /* Parses one header (the JSON bytes, without the length prefix) describing
