@@ -131,6 +131,13 @@ $(O)/build/bench/%: bench/%.c $(LIBA)
 bench: all $(O)/build/bench/gen-checkpoint
 	sh bench/convert.sh
 
+# The demo: the tiny FP8 DeepSeek-V3 checkpoint to GGUF, listed, and back.
+demo: all
+	$(O)/cmd/ds-convert -f tests/data/tiny-v3-fp8 -o $(O)/build/demo.gguf
+	$(O)/cmd/ds-convert --list $(O)/build/demo.gguf | sed -n '1,3p;/^tensors:/,/blk.0.attn_q_b/p'
+	$(O)/cmd/ds-convert -f --to safetensors $(O)/build/demo.gguf -o $(O)/build/demo-hf
+	ls -l $(O)/build/demo-hf
+
 # ---- tests -------------------------------------------------------------------
 
 check: all check-unit check-fuzz check-cli check-docs
@@ -162,7 +169,7 @@ ubsan:
 	$(MAKE) O=build-ubsan MOREFLAGS="-fsanitize=undefined -fno-sanitize-recover=all $(MOREFLAGS)" check
 
 check-valgrind: all
-	$(MAKE) DS_EXEC_PREFIX="valgrind --error-exitcode=99 -q --leak-check=full" check-unit check-cli
+	$(MAKE) DS_EXEC_PREFIX="valgrind --error-exitcode=99 -q --leak-check=full --errors-for-leak-kinds=definite" check-unit check-cli
 
 # ---- docs ----------------------------------------------------------------------
 

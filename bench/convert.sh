@@ -36,6 +36,9 @@ for src in bf16 fp8; do
     run "ds-convert $src -o o.gguf" "$bytes" cmd/ds-convert -f "$W/$src" -o "$W/o.gguf"
     run "ds-convert $src | cat > o.gguf" "$bytes" sh -c "cmd/ds-convert '$W/$src' | cat > '$W/o.gguf'"
 done
-bytes=$(stat -c %s "$W/o.gguf")
-run "ds-convert o.gguf --to safetensors" "$bytes" sh -c "cmd/ds-convert --to safetensors '$W/o.gguf' -o '$W/o'"
-rm -rf "$W/o" "$W/o.gguf" "$W/times" "$W/t1"
+echo "== back to safetensors"
+cmd/ds-convert -f "$W/bf16" -o "$W/in.gguf"
+bytes=$(stat -c %s "$W/in.gguf")
+run "ds-convert bf16.gguf --to safetensors" "$bytes" cmd/ds-convert --to safetensors "$W/in.gguf" -o "$W/o"
+run "cat bf16.gguf | ds-convert --to safetensors" "$bytes" sh -c "cat '$W/in.gguf' | cmd/ds-convert --to safetensors -o '$W/o'"
+rm -rf "$W/o" "$W/o.gguf" "$W/in.gguf" "$W/times" "$W/t1"

@@ -43,6 +43,8 @@ static bool common_applies(const struct ds_cli *c, const struct ds_opt *o)
 
 /* ---- signals ---------------------------------------------------------------- */
 
+static const char **operands_alloc; /* freed at exit */
+
 static void on_signal(int sig)
 {
     ds_io_cleanup_temps();
@@ -53,6 +55,20 @@ static void on_signal(int sig)
 static void on_exit_cleanup(void)
 {
     ds_io_cleanup_temps();
+    free(operands_alloc);
+    operands_alloc = NULL;
+}
+
+/* Installs on_signal for sig unless the signal is ignored (nohup). */
+static void catch_signal(int sig)
+{
+    struct sigaction sa, old;
+    if (sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+        return;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(sig, &sa, NULL);
 }
 
 void ds_cli_init(struct ds_cli *c, int argc, char **argv)
@@ -70,16 +86,18 @@ void ds_cli_init(struct ds_cli *c, int argc, char **argv)
         fprintf(stderr, "%s: out of memory\n", c->prog);
         exit(DS_EXIT_FAILURE);
     }
+    operands_alloc = c->operands;
     c->n_operands = 0;
+    c->pending = 0;
     c->level = 2;
     c->threads = 0;
     c->output = NULL;
     c->force = false;
     c->progress = -1;
     atexit(on_exit_cleanup);
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGHUP, on_signal);
+    catch_signal(SIGINT);
+    catch_signal(SIGTERM);
+    catch_signal(SIGHUP);
 }
 
 /* ---- messages ----------------------------------------------------------------- */
@@ -190,6 +208,28 @@ static noreturn void finish_info(const struct ds_cli *c)
     exit(DS_EXIT_OK);
 }
 
+/* Prints what --help, --version or --list-options asked for and exits 0. */
+static noreturn void run_pending(struct ds_cli *c)
+{
+    switch (c->pending) {
+    case DS_OPT_HELP:
+        print_help(c);
+        break;
+    case DS_OPT_VERSION:
+        printf("%s %s\n", c->prog, ds_version());
+        if (c->level > 2) {
+            char buf[256];
+            ds_library_versions(buf, sizeof(buf));
+            printf("%s\n", buf);
+        }
+        break;
+    default:
+        list_options(c);
+        break;
+    }
+    finish_info(c);
+}
+
 /* ---- parsing ------------------------------------------------------------------------ */
 
 static const struct ds_opt *find_long(const struct ds_cli *c, const char *name, size_t len)
@@ -218,26 +258,12 @@ static bool handle_common(struct ds_cli *c, const struct ds_opt *o, const char *
 {
     switch (o->id) {
     case DS_OPT_HELP:
-        print_help(c);
-        finish_info(c);
-    case DS_OPT_VERSION: {
-        /* -V after -v prints library versions; look ahead for -v too */
-        bool verbose = c->level > 2;
-        for (int i = 1; i < c->argc; i++)
-            if (!strcmp(c->argv[i], "-v") || !strcmp(c->argv[i], "--verbose") ||
-                !strcmp(c->argv[i], "-vV") || !strcmp(c->argv[i], "-Vv"))
-                verbose = true;
-        printf("%s %s\n", c->prog, ds_version());
-        if (verbose) {
-            char buf[256];
-            ds_library_versions(buf, sizeof(buf));
-            printf("%s\n", buf);
-        }
-        finish_info(c);
-    }
+    case DS_OPT_VERSION:
     case DS_OPT_LIST_OPTIONS:
-        list_options(c);
-        finish_info(c);
+        /* acted on once all arguments are parsed (so -V -v works too) */
+        if (!c->pending)
+            c->pending = o->id;
+        return true;
     case DS_OPT_QUIET:
         if (c->level > 0)
             c->level--;
@@ -289,8 +315,11 @@ int ds_cli_next(struct ds_cli *c, const char **arg)
         } else {
             const char *a;
             c->short_rest = NULL;
-            if (c->idx >= c->argc)
+            if (c->idx >= c->argc) {
+                if (c->pending)
+                    run_pending(c);
                 return DS_OPT_END;
+            }
             a = c->argv[c->idx++];
             if (c->no_more_opts || a[0] != '-' || a[1] == '\0') {
                 c->operands[c->n_operands++] = a;
@@ -409,10 +438,11 @@ int ds_cli_progress(void *ud, uint64_t done, uint64_t total, const char *what)
 
 void ds_cli_finish_stdout(const struct ds_cli *c)
 {
+    errno = 0;
     if (fflush(stdout) != 0 || ferror(stdout) || fclose(stdout) != 0) {
         if (c->level >= 1)
-            fprintf(stderr, "%s: error writing to standard output: %s\n", c->prog,
-                    strerror(errno));
+            fprintf(stderr, "%s: error writing to standard output%s%s\n", c->prog,
+                    errno ? ": " : "", errno ? strerror(errno) : "");
         exit(DS_EXIT_FAILURE);
     }
 }

@@ -73,6 +73,7 @@ struct ds_cli {
     const char *output;            /* -o; NULL = stdout */
     bool force;
     int progress;                  /* -1 auto, 0 off, 1 on */
+    int pending;                   /* --help, --version or --list-options seen */
 };
 
 /* Sets up c for argv and installs the signal handlers and atexit hook that
@@ -81,7 +82,8 @@ void ds_cli_init(struct ds_cli *c, int argc, char **argv);
 
 /* Returns the next tool option id (with *arg for options taking one), or
  * DS_OPT_END when all arguments are consumed. Common options are handled
- * inside (help, version and list-options exit 0 there). Operands are
+ * inside; --help, --version and --list-options print and exit 0 once all
+ * arguments are parsed (a usage error anywhere still exits 2). Operands are
  * collected in c->operands. Usage errors exit 2. */
 int ds_cli_next(struct ds_cli *c, const char **arg);
 
@@ -110,7 +112,8 @@ void ds_cli_check_binary_stdout(const struct ds_cli *c, const char *path);
 void ds_cli_check_binary_stdin(const struct ds_cli *c, const char *path);
 
 /* Whether to draw progress: --progress/--no-progress, else stderr is a
- * terminal in the foreground process group and level >= 2. */
+ * terminal in the foreground process group and the level is at least the
+ * default 2 (so -q turns it off; as zstd and git do on a terminal). */
 bool ds_cli_progress_enabled(const struct ds_cli *c);
 
 /* Progress callback for libds (ds_progress_fn): redraws "prog: what  37%"

@@ -260,7 +260,7 @@ int main(int argc, char **argv)
     input = c.n_operands ? c.operands[0] : NULL;
     if (json && !list)
         ds_cli_usage_error(&c, "--json goes with --list");
-    ds_set_threads(c.threads);
+    o.threads = ds_set_threads(c.threads);
     ds_cli_check_binary_stdin(&c, input);
 
     if (list) {
@@ -294,7 +294,6 @@ int main(int argc, char **argv)
     o.input = input;
     o.output = c.output;
     o.write_flags = (c.force ? DS_WRITE_FORCE : 0) | (zstd ? DS_WRITE_ZSTD : 0);
-    o.threads = c.threads;
     o.provenance = prov;
     if (ds_cli_progress_enabled(&c)) {
         o.progress = ds_cli_progress;

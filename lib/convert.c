@@ -1153,7 +1153,11 @@ static ds_err convert_to_safetensors(struct source *s, const struct ds_convert_o
             snprintf(fname[k], sizeof(fname[k]), "model-%05zu-of-%05zu.safetensors", k + 1,
                      n_shards);
 
-    DS_CHECK(ds_hf_meta_to_config(s->meta, torch_dtype_of(any_fp8 ? DS_TYPE_BF16 : common),
+    /* types as stored keep the original torch_dtype (when the metadata has it) */
+    DS_CHECK(ds_hf_meta_to_config(s->meta,
+                                  o->outtype < 0 || o->outtype == DS_TYPE_F8_E4M3
+                                      ? NULL
+                                      : torch_dtype_of(any_fp8 ? DS_TYPE_BF16 : common),
                                   any_fp8, &config));
     rc = ds_hf_meta_to_tokenizer(s->meta, &tok, &tokcfg);
     if (rc == DS_ERR_NOT_FOUND)

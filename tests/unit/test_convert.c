@@ -109,6 +109,9 @@ TEST(config_roundtrip)
     ASSERT_OK(ds_read_file(tmp("c/config.json"), 1 << 20, &b, &nb));
     ASSERT_OK(ds_hf_config_parse(a, na, "a", &x));
     ASSERT_OK(ds_hf_config_parse(b, nb, "b", &y));
+    ASSERT(strstr(b, "\"torch_dtype\": \"float32\""));
+    ASSERT(strstr(b, "\"quant_method\": \"fp8\""));
+    ASSERT(strstr(b, "\"hidden_act\": \"silu\""));
     free(a);
     free(b);
     ASSERT(memcmp(&x, &y, sizeof(x)) == 0);
