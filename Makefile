@@ -77,6 +77,7 @@ MAN_OUT    := $(MAN_SCD:.scd=)
 .PHONY: all lib tools check check-unit check-fuzz check-cli check-docs check-man \
         asan ubsan check-valgrind install uninstall man completions clean bench demo
 .DEFAULT_GOAL := all
+.SECONDARY:
 
 all: lib tools
 lib: $(LIBA) $(LIBSO)
@@ -114,6 +115,7 @@ $(O)/build/cmd/%.o: cmd/%.c cmd/cli.h $(LIB_HDR)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(O)/cmd/ds-%: $(O)/build/cmd/ds-%.o $(CLI_OBJ) $(LIBA)
+	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 $(O)/build/tests/%: tests/unit/%.c tests/unit/test.h $(LIBA)

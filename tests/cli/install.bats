@@ -9,7 +9,7 @@ setup_file() {
     export REPO ROOT
     # One install for the tests that inspect it; its log is shown on failure.
     local status=0
-    make -C "$REPO" install DESTDIR="$ROOT" PREFIX=/usr \
+    env -i PATH="$PATH" HOME="$HOME" make -C "$REPO" install DESTDIR="$ROOT" PREFIX=/usr \
         > "$BATS_FILE_TMPDIR/install.log" 2>&1 || status=$?
     echo "$status" > "$BATS_FILE_TMPDIR/install.status"
 }
@@ -139,10 +139,10 @@ EOF
 
 @test "uninstall: make uninstall leaves no files behind" {
     local root=$BATS_TEST_TMPDIR/root2
-    run -0 make -C "$REPO" install DESTDIR="$root" PREFIX=/usr
+    run -0 env -i PATH="$PATH" HOME="$HOME" make -C "$REPO" install DESTDIR="$root" PREFIX=/usr
     run -0 find "$root" ! -type d
     refute_output ""
-    run -0 make -C "$REPO" uninstall DESTDIR="$root" PREFIX=/usr
+    run -0 env -i PATH="$PATH" HOME="$HOME" make -C "$REPO" uninstall DESTDIR="$root" PREFIX=/usr
     run -0 find "$root" ! -type d
     assert_output ""
 }

@@ -46,8 +46,10 @@ static int test_passed, test_failed, test_cur_failed;
 #define ASSERT(cond) ASSERT_MSG(cond, "%s", "")
 
 #define ASSERT_EQ_INT(a, b)                                                             \
-    ASSERT_MSG((long long)(a) == (long long)(b), "%lld != %lld", (long long)(a),        \
-               (long long)(b))
+    do {                                                                                \
+        long long test_a_ = (long long)(a), test_b_ = (long long)(b);                   \
+        ASSERT_MSG(test_a_ == test_b_, "%lld != %lld", test_a_, test_b_);               \
+    } while (0)
 
 #define ASSERT_STR(a, b)                                                                \
     ASSERT_MSG(strcmp((a), (b)) == 0, "\"%s\" != \"%s\"", (a), (b))
