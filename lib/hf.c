@@ -31,6 +31,7 @@
 
 #include "ds_hf.h"
 #include "error_impl.h"
+#include "strbuf_impl.h"
 #include "ds_banned.h"
 
 #define ARCH "deepseek2"
@@ -56,50 +57,22 @@ enum {
 /* JSON writer                                                              */
 /* ======================================================================== */
 
+/* A pretty-printing writer over a ds_sbuf: json.dumps(indent=2) layout. */
 struct jw {
-    char *p;
-    size_t n, cap;
-    ds_err err;
+    struct ds_sbuf b;
     int depth;
     bool after_key;
     uint64_t nonempty; /* bit d-1: container at depth d has an element */
 };
 
-static void jw_put(struct jw *w, const char *s, size_t n)
-{
-    if (w->err)
-        return;
-    if (n >= SIZE_MAX - w->n - 1) {
-        w->err = ds_set_error(DS_ERR_LIMIT, "JSON output too large");
-        return;
-    }
-    if (w->n + n + 1 > w->cap) {
-        size_t want = w->cap < 4096 ? 4096 : w->cap;
-        if (want < w->n + n + 1)
-            want = w->n + n + 1;
-        if (ds_grow((void **)&w->p, &w->cap, want, 1)) {
-            w->err = DS_ERR_NOMEM;
-            return;
-        }
-    }
-    memcpy(w->p + w->n, s, n);
-    w->n += n;
-    w->p[w->n] = '\0';
-}
-
-static void jw_puts(struct jw *w, const char *s)
-{
-    jw_put(w, s, strlen(s));
-}
-
 static void jw_newline(struct jw *w)
 {
     static const char sp[] = "\n                                ";
     int k = 2 * w->depth;
-    jw_put(w, sp, 1);
+    ds_sbuf_put(&w->b, sp, 1);
     while (k > 0) {
         int c = k < 32 ? k : 32;
-        jw_put(w, sp + 1, (size_t)c);
+        ds_sbuf_put(&w->b, sp + 1, (size_t)c);
         k -= c;
     }
 }
@@ -115,7 +88,7 @@ static void jw_elem(struct jw *w)
         return;
     uint64_t bit = (uint64_t)1 << (w->depth - 1);
     if (w->nonempty & bit)
-        jw_put(w, ",", 1);
+        ds_sbuf_put(&w->b, ",", 1);
     w->nonempty |= bit;
     jw_newline(w);
 }
@@ -123,11 +96,11 @@ static void jw_elem(struct jw *w)
 static void jw_open(struct jw *w, char c)
 {
     jw_elem(w);
-    jw_put(w, &c, 1);
+    ds_sbuf_put(&w->b, &c, 1);
     w->depth++;
     if (w->depth > 64) {
-        if (!w->err)
-            w->err = ds_set_error(DS_ERR_LIMIT, "JSON nested too deeply");
+        if (!w->b.err)
+            w->b.err = ds_set_error(DS_ERR_LIMIT, "JSON nested too deeply");
         return;
     }
     w->nonempty &= ~((uint64_t)1 << (w->depth - 1));
@@ -140,59 +113,26 @@ static void jw_close(struct jw *w, char c)
     w->depth--;
     if (ne)
         jw_newline(w);
-    jw_put(w, &c, 1);
+    ds_sbuf_put(&w->b, &c, 1);
 }
 
-static void jw_qstrn(struct jw *w, const char *s, size_t len)
+static void jw_keyn(struct jw *w, const char *k, size_t len)
 {
-    size_t i, run = 0;
-    jw_put(w, "\"", 1);
-    for (i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        char esc[8];
-        const char *e = NULL;
-        if (c == '"')
-            e = "\\\"";
-        else if (c == '\\')
-            e = "\\\\";
-        else if (c == '\n')
-            e = "\\n";
-        else if (c == '\r')
-            e = "\\r";
-        else if (c == '\t')
-            e = "\\t";
-        else if (c == '\b')
-            e = "\\b";
-        else if (c == '\f')
-            e = "\\f";
-        else if (c < 0x20) {
-            snprintf(esc, sizeof(esc), "\\u%04x", c);
-            e = esc;
-        }
-        if (e) {
-            jw_put(w, s + i - run, run);
-            run = 0;
-            jw_puts(w, e);
-        } else {
-            run++;
-        }
-    }
-    jw_put(w, s + i - run, run);
-    jw_put(w, "\"", 1);
+    jw_elem(w);
+    ds_sbuf_json_string(&w->b, k, len, 0);
+    ds_sbuf_put(&w->b, ": ", 2);
+    w->after_key = true;
 }
 
 static void jw_key(struct jw *w, const char *k)
 {
-    jw_elem(w);
-    jw_qstrn(w, k, strlen(k));
-    jw_put(w, ": ", 2);
-    w->after_key = true;
+    jw_keyn(w, k, strlen(k));
 }
 
 static void jw_strn(struct jw *w, const char *s, size_t len)
 {
     jw_elem(w);
-    jw_qstrn(w, s, len);
+    ds_sbuf_json_string(&w->b, s, len, 0);
 }
 
 static void jw_str(struct jw *w, const char *s)
@@ -203,14 +143,13 @@ static void jw_str(struct jw *w, const char *s)
 static void jw_raw(struct jw *w, const char *s)
 {
     jw_elem(w);
-    jw_puts(w, s);
+    ds_sbuf_puts(&w->b, s);
 }
 
 static void jw_int(struct jw *w, int64_t v)
 {
-    char b[32];
-    snprintf(b, sizeof(b), "%lld", (long long)v);
-    jw_raw(w, b);
+    jw_elem(w);
+    ds_sbuf_printf(&w->b, "%lld", (long long)v);
 }
 
 static void jw_bool(struct jw *w, bool v)
@@ -367,15 +306,8 @@ static void jw_cjson(struct jw *w, const cJSON *it)
 /* Hands the text over (with a final newline) or frees it on error. */
 static ds_err jw_finish(struct jw *w, char **out)
 {
-    jw_put(w, "\n", 1);
-    if (w->err) {
-        free(w->p);
-        w->p = NULL;
-        return w->err;
-    }
-    *out = w->p;
-    w->p = NULL;
-    return DS_OK;
+    ds_sbuf_put(&w->b, "\n", 1);
+    return ds_sbuf_detach(&w->b, out, NULL);
 }
 
 /* ======================================================================== */
@@ -1321,7 +1253,7 @@ ds_err ds_hf_meta_to_config(const struct ds_meta *m, const char *dtype, bool fp8
     jw_close(&w, '}');
     rc = jw_finish(&w, out);
 out:
-    free(w.p);
+    ds_sbuf_release(&w.b);
     cJSON_Delete(extra);
     cJSON_Delete(rextra);
     return rc;
@@ -2170,19 +2102,16 @@ ds_err ds_hf_meta_to_tokenizer(const struct ds_meta *m, char **tok_json, char **
     jw_kbool(&w, "ignore_merges", false);
     jw_key(&w, "vocab");
     jw_open(&w, '{');
-    for (uint64_t i = 0; i < n && !w.err; i++) {
+    for (uint64_t i = 0; i < n && !w.b.err; i++) {
         size_t len;
         const char *s = ds_meta_arr_str(m, (size_t)ti, i, &len);
-        jw_elem(&w);
-        jw_qstrn(&w, s, len);
-        jw_put(&w, ": ", 2);
-        w.after_key = true;
+        jw_keyn(&w, s, len);
         jw_int(&w, (int64_t)i);
     }
     jw_close(&w, '}');
     jw_key(&w, "merges");
     jw_open(&w, '[');
-    for (uint64_t i = 0; i < nmerges && !w.err; i++) {
+    for (uint64_t i = 0; i < nmerges && !w.b.err; i++) {
         size_t len;
         const char *s = ds_meta_arr_str(m, (size_t)mi, i, &len);
         jw_strn(&w, s, len);
@@ -2193,7 +2122,7 @@ ds_err ds_hf_meta_to_tokenizer(const struct ds_meta *m, char **tok_json, char **
     DS_CHECK(jw_finish(&w, tok_json));
     DS_CHECK(write_tokenizer_config(m, ti, bos, eos, pad, cfg_json));
 out:
-    free(w.p);
+    ds_sbuf_release(&w.b);
     if (rc) {
         free(*tok_json);
         *tok_json = NULL;

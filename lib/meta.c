@@ -9,13 +9,13 @@
 #include <assert.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ds_meta.h"
 #include "error_impl.h"
+#include "strbuf_impl.h"
 #include "ds_banned.h"
 
 union scalar {
@@ -580,85 +580,29 @@ const char *ds_meta_arr_str(const struct ds_meta *m, size_t i, uint64_t j, size_
 
 /* ---- formatting ------------------------------------------------------------------------------ */
 
-/* Bounded writer: keeps what fits and remembers that something did not. */
-struct fbuf {
-    char *buf;
-    size_t cap, len;
-    bool trunc;
-};
-
-static void fb_put(struct fbuf *b, const char *s, size_t n)
+/* Copies text[0..len) into buf[cap]. Text that does not fit is cut and ends in
+ * "..." (as much of it as fits), without leaving half a UTF-8 sequence before
+ * the dots. */
+static void fit_text(char *buf, size_t cap, const char *text, size_t len)
 {
-    if (b->trunc)
+    if (len < cap) {
+        if (len)
+            memcpy(buf, text, len);
+        buf[len] = '\0';
         return;
-    if (n >= b->cap - b->len) { // the NUL needs a byte too
-        n = b->cap - b->len - 1;
-        b->trunc = true;
     }
-    memcpy(b->buf + b->len, s, n);
-    b->len += n;
-}
-
-static void fb_puts(struct fbuf *b, const char *s)
-{
-    fb_put(b, s, strlen(s));
-}
-
-static void fb_printf(struct fbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void fb_printf(struct fbuf *b, const char *fmt, ...)
-{
-    char tmp[64];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        fb_put(b, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
-}
-
-static void fb_finish(struct fbuf *b)
-{
-    if (b->trunc) {
-        size_t dots = b->cap - 1 < 3 ? b->cap - 1 : 3;
-        size_t at = b->cap - 1 - dots;
-        // Do not leave half a UTF-8 sequence before the dots.
-        while (at > 0 && ((unsigned char)b->buf[at] & 0xc0) == 0x80)
-            at--;
-        memset(b->buf + at, '.', dots);
-        b->len = at + dots;
-    }
-    b->buf[b->len] = '\0';
-}
-
-static void fb_quoted(struct fbuf *b, const char *s, size_t len)
-{
-    fb_put(b, "\"", 1);
-    for (size_t k = 0; k < len && !b->trunc; k++) {
-        unsigned char c = (unsigned char)s[k];
-        const char *esc = NULL;
-        switch (c) {
-        case '"': esc = "\\\""; break;
-        case '\\': esc = "\\\\"; break;
-        case '\n': esc = "\\n"; break;
-        case '\r': esc = "\\r"; break;
-        case '\t': esc = "\\t"; break;
-        case '\b': esc = "\\b"; break;
-        case '\f': esc = "\\f"; break;
-        default: break;
-        }
-        if (esc)
-            fb_puts(b, esc);
-        else if (c < 0x20 || c == 0x7f)
-            fb_printf(b, "\\u%04x", c);
-        else
-            fb_put(b, (const char *)&c, 1);
-    }
-    fb_put(b, "\"", 1);
+    size_t dots = cap - 1 < 3 ? cap - 1 : 3;
+    size_t at = cap - 1 - dots;
+    while (at > 0 && ((unsigned char)text[at] & 0xc0) == 0x80)
+        at--;
+    memcpy(buf, text, at);
+    memset(buf + at, '.', dots);
+    buf[at + dots] = '\0';
 }
 
 /* Shortest %g rendering that reads back as the same value; like plain %g,
  * magnitudes in [1e-4, 1e6) are written without an exponent. */
-static void fb_float(struct fbuf *b, double v, bool single)
+static void fmt_float(struct ds_sbuf *b, double v, bool single)
 {
     char tmp[48];
     int maxp = single ? 9 : 17, p;
@@ -673,61 +617,67 @@ static void fb_float(struct fbuf *b, double v, bool single)
         if (x < 6 && x + 1 > p)
             p = x + 1;
     }
-    snprintf(tmp, sizeof(tmp), "%.*g", p, v);
-    fb_puts(b, tmp);
+    ds_sbuf_printf(b, "%.*g", p, v);
 }
 
-static void fb_scalar(struct fbuf *b, enum ds_vtype t, const void *p)
+static void fmt_scalar(struct ds_sbuf *b, enum ds_vtype t, const void *p)
 {
     union scalar v;
     memcpy(&v, p, vtype_sizes[t]);
     switch (t) {
-    case DS_V_U8: fb_printf(b, "%u", (unsigned)v.u8); break;
-    case DS_V_I8: fb_printf(b, "%d", (int)v.i8); break;
-    case DS_V_U16: fb_printf(b, "%u", (unsigned)v.u16); break;
-    case DS_V_I16: fb_printf(b, "%d", (int)v.i16); break;
-    case DS_V_U32: fb_printf(b, "%" PRIu32, v.u32); break;
-    case DS_V_I32: fb_printf(b, "%" PRId32, v.i32); break;
-    case DS_V_U64: fb_printf(b, "%" PRIu64, v.u64); break;
-    case DS_V_I64: fb_printf(b, "%" PRId64, v.i64); break;
-    case DS_V_F32: fb_float(b, v.f32, true); break;
-    case DS_V_F64: fb_float(b, v.f64, false); break;
-    case DS_V_BOOL: fb_puts(b, v.u8 ? "true" : "false"); break;
-    default: fb_puts(b, "?"); break;
+    case DS_V_U8: ds_sbuf_printf(b, "%u", (unsigned)v.u8); break;
+    case DS_V_I8: ds_sbuf_printf(b, "%d", (int)v.i8); break;
+    case DS_V_U16: ds_sbuf_printf(b, "%u", (unsigned)v.u16); break;
+    case DS_V_I16: ds_sbuf_printf(b, "%d", (int)v.i16); break;
+    case DS_V_U32: ds_sbuf_printf(b, "%" PRIu32, v.u32); break;
+    case DS_V_I32: ds_sbuf_printf(b, "%" PRId32, v.i32); break;
+    case DS_V_U64: ds_sbuf_printf(b, "%" PRIu64, v.u64); break;
+    case DS_V_I64: ds_sbuf_printf(b, "%" PRId64, v.i64); break;
+    case DS_V_F32: fmt_float(b, v.f32, true); break;
+    case DS_V_F64: fmt_float(b, v.f64, false); break;
+    case DS_V_BOOL: ds_sbuf_puts(b, v.u8 ? "true" : "false"); break;
+    default: ds_sbuf_puts(b, "?"); break;
     }
 }
 
 void ds_meta_format(const struct ds_meta *m, size_t i, char *buf, size_t cap, size_t max_elems)
 {
     const struct entry *en = entry_at(m, i);
-    struct fbuf b = {buf, cap, 0, false};
+    struct ds_sbuf b = DS_SBUF_INIT;
 
     if (!buf || cap == 0)
         return;
+    // The text is built whole and cut to cap at the end; the loop stops once
+    // the text no longer fits, since what follows would be cut anyway.
     if (!en) {
-        fb_puts(&b, "?");
+        ds_sbuf_puts(&b, "?");
     } else if (en->type == DS_V_STR) {
-        fb_quoted(&b, en->str, en->len);
+        ds_sbuf_json_string(&b, en->str, en->len, DS_SBUF_JSON_DEL);
     } else if (en->type == DS_V_ARR) {
         uint64_t shown = en->n < max_elems ? en->n : max_elems;
         size_t esz = vtype_sizes[en->elem];
-        fb_put(&b, "[", 1);
-        for (uint64_t j = 0; j < shown && !b.trunc; j++) {
+        ds_sbuf_puts(&b, "[");
+        for (uint64_t j = 0; j < shown && b.len < cap; j++) {
             if (j)
-                fb_put(&b, ", ", 2);
+                ds_sbuf_puts(&b, ", ");
             if (en->elem == DS_V_STR)
-                fb_quoted(&b, en->str + en->offs[j],
-                          (size_t)(en->offs[j + 1] - en->offs[j] - 1));
+                ds_sbuf_json_string(&b, en->str + en->offs[j],
+                                    (size_t)(en->offs[j + 1] - en->offs[j] - 1),
+                                    DS_SBUF_JSON_DEL);
             else
-                fb_scalar(&b, en->elem, (const char *)en->data + j * esz);
+                fmt_scalar(&b, en->elem, (const char *)en->data + j * esz);
         }
         if (shown < en->n)
-            fb_puts(&b, shown ? ", ...]" : "...]");
+            ds_sbuf_puts(&b, shown ? ", ...]" : "...]");
         else
-            fb_put(&b, "]", 1);
-        fb_printf(&b, " (%" PRIu64 ")", en->n);
+            ds_sbuf_puts(&b, "]");
+        ds_sbuf_printf(&b, " (%" PRIu64 ")", en->n);
     } else {
-        fb_scalar(&b, en->type, &en->v);
+        fmt_scalar(&b, en->type, &en->v);
     }
-    fb_finish(&b);
+    if (b.err) // out of memory: say so as briefly as a missing entry
+        fit_text(buf, cap, "?", 1);
+    else
+        fit_text(buf, cap, b.buf, b.len);
+    ds_sbuf_release(&b);
 }

@@ -19,6 +19,7 @@
 
 #include "ds_safetensors.h"
 #include "error_impl.h"
+#include "strbuf_impl.h"
 #include "ds_banned.h"
 
 #define ST_INDEX_NAME "model.safetensors.index.json"
@@ -774,137 +775,6 @@ ds_err ds_st_read(const struct ds_st *st, size_t i, void *buf)
 
 /* ---- writing --------------------------------------------------------------- */
 
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    ds_err err;
-};
-
-static void sb_put(struct sbuf *b, const char *s, size_t n)
-{
-    void *p = b->p;
-
-    if (b->err)
-        return;
-    if (n > SIZE_MAX - b->len - 1) {
-        b->err = ds_set_error(DS_ERR_LIMIT, "JSON text is too large");
-        return;
-    }
-    b->err = ds_grow(&p, &b->cap, b->len + n + 1, 1);
-    b->p = p;
-    if (b->err)
-        return;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_str(struct sbuf *b, const char *s)
-{
-    sb_put(b, s, strlen(s));
-}
-
-static void sb_u64(struct sbuf *b, uint64_t v)
-{
-    char tmp[24];
-    int k = snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)v);
-    sb_put(b, tmp, (size_t)k);
-}
-
-static void sb_u16esc(struct sbuf *b, unsigned v)
-{
-    char tmp[8];
-    int k = snprintf(tmp, sizeof(tmp), "\\u%04x", v & 0xffffu);
-    sb_put(b, tmp, (size_t)k);
-}
-
-/* Decodes one well-formed UTF-8 sequence at p (at most avail bytes); returns
- * its length, 0 when malformed. */
-static size_t utf8_decode(const unsigned char *p, size_t avail, uint32_t *cp)
-{
-    size_t len;
-    uint32_t v, min;
-
-    if (p[0] < 0x80) {
-        *cp = p[0];
-        return 1;
-    }
-    if ((p[0] & 0xe0) == 0xc0) {
-        len = 2, v = p[0] & 0x1fu, min = 0x80;
-    } else if ((p[0] & 0xf0) == 0xe0) {
-        len = 3, v = p[0] & 0x0fu, min = 0x800;
-    } else if ((p[0] & 0xf8) == 0xf0) {
-        len = 4, v = p[0] & 0x07u, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (avail < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        v = v << 6 | (p[i] & 0x3fu);
-    }
-    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
-        return 0;
-    *cp = v;
-    return len;
-}
-
-/* A JSON string. ascii: escape everything outside ' '..'~' as Python's
- * json.dumps does (malformed UTF-8 bytes pass through); otherwise only '"',
- * '\\' and control characters, as serde_json does. */
-static void sb_json(struct sbuf *b, const char *s, bool ascii)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t left = strlen(s);
-
-    sb_put(b, "\"", 1);
-    while (left) {
-        const unsigned char *run = p;
-        const char *esc = NULL;
-        uint32_t cp;
-        size_t k;
-
-        while (left && *p >= 0x20 && *p != '"' && *p != '\\' && (!ascii || *p < 0x7f)) {
-            p++;
-            left--;
-        }
-        sb_put(b, (const char *)run, (size_t)(p - run));
-        if (!left)
-            break;
-        switch (*p) {
-        case '"': esc = "\\\""; break;
-        case '\\': esc = "\\\\"; break;
-        case '\b': esc = "\\b"; break;
-        case '\f': esc = "\\f"; break;
-        case '\n': esc = "\\n"; break;
-        case '\r': esc = "\\r"; break;
-        case '\t': esc = "\\t"; break;
-        default: break;
-        }
-        if (esc) {
-            sb_str(b, esc);
-            k = 1;
-        } else if (*p < 0x80) {
-            sb_u16esc(b, *p);
-            k = 1;
-        } else if ((k = utf8_decode(p, left, &cp)) == 0) {
-            sb_put(b, (const char *)p, 1);
-            k = 1;
-        } else if (cp < 0x10000) {
-            sb_u16esc(b, cp);
-        } else {
-            cp -= 0x10000;
-            sb_u16esc(b, 0xd800 + (cp >> 10));
-            sb_u16esc(b, 0xdc00 + (cp & 0x3ff));
-        }
-        p += k;
-        left -= k;
-    }
-    sb_put(b, "\"", 1);
-}
-
 static int cmp_cstr(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -913,7 +783,7 @@ static int cmp_cstr(const void *a, const void *b)
 ds_err ds_st_write_header(struct ds_writer *w, struct ds_st_tensor *tensors, size_t n,
                           const struct ds_st_kv *meta, size_t n_meta)
 {
-    struct sbuf b = {0};
+    struct ds_sbuf b = DS_SBUF_INIT;
     const char **names = NULL;
     unsigned char len8[8];
     uint64_t off = 0;
@@ -933,19 +803,19 @@ ds_err ds_st_write_header(struct ds_writer *w, struct ds_st_tensor *tensors, siz
         DS_FAIL_IF(strcmp(names[i - 1], names[i]) == 0, DS_ERR_ARG,
                    "duplicate tensor name '%s'", names[i]);
 
-    sb_put(&b, "{", 1);
+    ds_sbuf_put(&b, "{", 1);
     if (n_meta) {
-        sb_str(&b, "\"__metadata__\":{");
+        ds_sbuf_puts(&b, "\"__metadata__\":{");
         for (size_t i = 0; i < n_meta; i++) {
             DS_FAIL_IF(!meta[i].key || !meta[i].value, DS_ERR_ARG,
                        "__metadata__ entry %zu is NULL", i);
             if (i)
-                sb_put(&b, ",", 1);
-            sb_json(&b, meta[i].key, false);
-            sb_put(&b, ":", 1);
-            sb_json(&b, meta[i].value, false);
+                ds_sbuf_put(&b, ",", 1);
+            ds_sbuf_json_string(&b, meta[i].key, strlen(meta[i].key), 0);
+            ds_sbuf_put(&b, ":", 1);
+            ds_sbuf_json_string(&b, meta[i].value, strlen(meta[i].value), 0);
         }
-        sb_put(&b, "}", 1);
+        ds_sbuf_put(&b, "}", 1);
     }
     for (size_t i = 0; i < n; i++) {
         struct ds_st_tensor *t = &tensors[i];
@@ -970,42 +840,42 @@ ds_err ds_st_write_header(struct ds_writer *w, struct ds_st_tensor *tensors, siz
         off = t->end;
 
         if (n_meta || i)
-            sb_put(&b, ",", 1);
-        sb_json(&b, t->name, false);
-        sb_str(&b, ":{\"dtype\":\"");
-        sb_str(&b, dt->name);
-        sb_str(&b, "\",\"shape\":[");
+            ds_sbuf_put(&b, ",", 1);
+        ds_sbuf_json_string(&b, t->name, strlen(t->name), 0);
+        ds_sbuf_puts(&b, ":{\"dtype\":\"");
+        ds_sbuf_puts(&b, dt->name);
+        ds_sbuf_puts(&b, "\",\"shape\":[");
         for (uint32_t d = 0; d < t->n_dims; d++) {
             if (d)
-                sb_put(&b, ",", 1);
-            sb_u64(&b, (uint64_t)t->shape[d]);
+                ds_sbuf_put(&b, ",", 1);
+            ds_sbuf_u64(&b, (uint64_t)t->shape[d]);
         }
-        sb_str(&b, "],\"data_offsets\":[");
-        sb_u64(&b, t->begin);
-        sb_put(&b, ",", 1);
-        sb_u64(&b, t->end);
-        sb_str(&b, "]}");
+        ds_sbuf_puts(&b, "],\"data_offsets\":[");
+        ds_sbuf_u64(&b, t->begin);
+        ds_sbuf_put(&b, ",", 1);
+        ds_sbuf_u64(&b, t->end);
+        ds_sbuf_puts(&b, "]}");
     }
-    sb_put(&b, "}", 1);
+    ds_sbuf_put(&b, "}", 1);
     while (!b.err && b.len % 8)
-        sb_put(&b, " ", 1);
+        ds_sbuf_put(&b, " ", 1);
     DS_CHECK(b.err);
     DS_FAIL_IF(b.len > DS_ST_MAX_HEADER, DS_ERR_LIMIT,
                "safetensors header of %zu bytes is larger than the limit (%u)", b.len,
                DS_ST_MAX_HEADER);
     put_le64(len8, b.len);
     DS_CHECK(ds_writer_write(w, len8, sizeof(len8)));
-    DS_CHECK(ds_writer_write(w, b.p, b.len));
+    DS_CHECK(ds_writer_write(w, b.buf, b.len));
 out:
     free(names);
-    free(b.p);
+    ds_sbuf_release(&b);
     return rc;
 }
 
 ds_err ds_st_write_index(struct ds_writer *w, uint64_t total_size, const char *const *names,
                          const char *const *files, size_t n)
 {
-    struct sbuf b = {0};
+    struct ds_sbuf b = DS_SBUF_INIT;
     struct shard_ref *refs = NULL;
     ds_err rc = DS_OK;
 
@@ -1024,20 +894,20 @@ ds_err ds_st_write_index(struct ds_writer *w, uint64_t total_size, const char *c
                    "duplicate tensor name '%s' in the index", refs[i].name);
 
     // json.dumps(index, indent=2, sort_keys=True) + "\n", as transformers writes it
-    sb_str(&b, "{\n  \"metadata\": {\n    \"total_size\": ");
-    sb_u64(&b, total_size);
-    sb_str(&b, "\n  },\n  \"weight_map\": {");
+    ds_sbuf_puts(&b, "{\n  \"metadata\": {\n    \"total_size\": ");
+    ds_sbuf_u64(&b, total_size);
+    ds_sbuf_puts(&b, "\n  },\n  \"weight_map\": {");
     for (size_t i = 0; i < n; i++) {
-        sb_str(&b, i ? ",\n    " : "\n    ");
-        sb_json(&b, refs[i].name, true);
-        sb_str(&b, ": ");
-        sb_json(&b, refs[i].shard, true);
+        ds_sbuf_puts(&b, i ? ",\n    " : "\n    ");
+        ds_sbuf_json_string(&b, refs[i].name, strlen(refs[i].name), DS_SBUF_JSON_ASCII);
+        ds_sbuf_puts(&b, ": ");
+        ds_sbuf_json_string(&b, refs[i].shard, strlen(refs[i].shard), DS_SBUF_JSON_ASCII);
     }
-    sb_str(&b, n ? "\n  }\n}\n" : "}\n}\n");
+    ds_sbuf_puts(&b, n ? "\n  }\n}\n" : "}\n}\n");
     DS_CHECK(b.err);
-    DS_CHECK(ds_writer_write(w, b.p, b.len));
+    DS_CHECK(ds_writer_write(w, b.buf, b.len));
 out:
     free(refs);
-    free(b.p);
+    ds_sbuf_release(&b);
     return rc;
 }

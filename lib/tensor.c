@@ -334,6 +334,39 @@ static void store_float(enum ds_type t, unsigned char *p, float f)
     }
 }
 
+/* The pairs conversions spend their time in (F32 <-> F16/BF16): tight loops,
+ * split across threads for long rows. Same results as the generic loop in
+ * ds_convert_row, which the tests compare them with. Returns false for other
+ * pairs. */
+#define PAR_MIN (1u << 16)
+static bool convert_fast(enum ds_type dt, unsigned char *d, enum ds_type st,
+                         const unsigned char *s, size_t n)
+{
+    if (st == DS_TYPE_F32 && (dt == DS_TYPE_BF16 || dt == DS_TYPE_F16)) {
+        const bool bf = dt == DS_TYPE_BF16;
+#pragma omp parallel for if (n >= PAR_MIN) schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            float f;
+            memcpy(&f, s + 4 * i, 4);
+            uint16_t h = bf ? ds_f32_to_bf16(f) : ds_f32_to_f16(f);
+            memcpy(d + 2 * i, &h, 2);
+        }
+        return true;
+    }
+    if (dt == DS_TYPE_F32 && (st == DS_TYPE_BF16 || st == DS_TYPE_F16)) {
+        const bool bf = st == DS_TYPE_BF16;
+#pragma omp parallel for if (n >= PAR_MIN) schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, s + 2 * i, 2);
+            float f = bf ? ds_bf16_to_f32(h) : ds_f16_to_f32(h);
+            memcpy(d + 4 * i, &f, 4);
+        }
+        return true;
+    }
+    return false;
+}
+
 ds_err ds_convert_row(enum ds_type dst_type, void *dst, enum ds_type src_type,
                       const void *src, size_t n)
 {
@@ -351,6 +384,8 @@ ds_err ds_convert_row(enum ds_type dst_type, void *dst, enum ds_type src_type,
         memcpy(d, s, n * ssz);
         return DS_OK;
     }
+    if (convert_fast(dst_type, d, src_type, s, n))
+        return DS_OK;
     if (src_type == DS_TYPE_F64) {
         for (size_t i = 0; i < n; i++) {
             double v;

@@ -602,6 +602,43 @@ TEST(fp8_dequant_vs_ref)
     ASSERT(w == 42.0f);
 }
 
+
+/* Long rows take the threaded fast paths; they must agree with the scalar
+ * element conversions bit for bit, NaN, inf and subnormals included. */
+TEST(convert_row_long)
+{
+    const size_t n = 300000;
+    uint32_t *bits = malloc(n * 4);
+    uint16_t *h = malloc(n * 2);
+    float *back = malloc(n * 4);
+    uint64_t x = 88172645463325252ull;
+    ASSERT(bits && h && back);
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bits[i] = (uint32_t)x;
+    }
+    for (int k = 0; k < 2; k++) {
+        enum ds_type t = k ? DS_TYPE_BF16 : DS_TYPE_F16;
+        ASSERT_OK(ds_convert_row(t, h, DS_TYPE_F32, bits, n));
+        for (size_t i = 0; i < n; i++) {
+            float f;
+            memcpy(&f, &bits[i], 4);
+            uint16_t want = k ? ds_f32_to_bf16(f) : ds_f32_to_f16(f);
+            ASSERT_MSG(h[i] == want, "%s at %zu: %04x != %04x", ds_type_name(t), i, h[i], want);
+        }
+        ASSERT_OK(ds_convert_row(DS_TYPE_F32, back, t, h, n));
+        for (size_t i = 0; i < n; i++) {
+            float want = k ? ds_bf16_to_f32(h[i]) : ds_f16_to_f32(h[i]);
+            ASSERT(memcmp(&back[i], &want, 4) == 0);
+        }
+    }
+    free(bits);
+    free(h);
+    free(back);
+}
+
 int main(void)
 {
     RUN(type_table);
@@ -617,6 +654,7 @@ int main(void)
     RUN(fp8_encode);
     RUN(fp8_random_nearest);
     RUN(convert_row);
+    RUN(convert_row_long);
     RUN(convert_row_f64_single_rounding);
     RUN(fp8_dequant_hand);
     RUN(fp8_dequant_vs_ref);
