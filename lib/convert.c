@@ -238,12 +238,22 @@ static ds_err add_lt(struct source *s, struct ltensor **out)
     return DS_OK;
 }
 
-static long find_lt(const struct source *s, const char *name)
+struct name_idx {
+    const char *name;
+    size_t i;
+};
+
+static int cmp_name_idx(const void *a, const void *b)
 {
-    for (size_t i = 0; i < s->n_lt; i++)
-        if (!strcmp(s->lt[i].name, name))
-            return (long)i;
-    return -1;
+    return strcmp(((const struct name_idx *)a)->name, ((const struct name_idx *)b)->name);
+}
+
+/* Index of logical tensor name in a sorted index, or -1. */
+static long find_lt(const struct name_idx *idx, size_t n, const char *name)
+{
+    struct name_idx key = {name, 0};
+    const struct name_idx *hit = bsearch(&key, idx, n, sizeof(*idx), cmp_name_idx);
+    return hit ? (long)hit->i : -1;
 }
 
 static uint64_t lt_rows(const struct ltensor *t)
@@ -263,6 +273,14 @@ static int64_t lt_cols(const struct ltensor *t)
 static ds_err link_scales(struct source *s)
 {
     size_t nlen;
+    ds_err rc = DS_OK;
+    struct name_idx *idx = ds_calloc(s->n_lt ? s->n_lt : 1, sizeof(*idx));
+
+    if (!idx)
+        return DS_ERR_NOMEM;
+    for (size_t i = 0; i < s->n_lt; i++)
+        idx[i] = (struct name_idx){s->lt[i].name, i};
+    qsort(idx, s->n_lt, sizeof(*idx), cmp_name_idx);
     for (size_t i = 0; i < s->n_lt; i++) {
         struct ltensor *t = &s->lt[i];
         char sname[sizeof(t->name) + sizeof(SCALE_SUFFIX)];
@@ -274,18 +292,18 @@ static ds_err link_scales(struct source *s)
         if (t->type != DS_TYPE_F8_E4M3)
             continue;
         nlen = strlen(t->name);
-        DS_RETURN_IF(nlen + strlen(SCALE_SUFFIX) >= sizeof(sname), DS_ERR_FORMAT,
+        DS_FAIL_IF(nlen + strlen(SCALE_SUFFIX) >= sizeof(sname), DS_ERR_FORMAT,
                      "'%s': tensor name '%s' is too long", s->name, t->name);
         snprintf(sname, sizeof(sname), "%s%s", t->name, SCALE_SUFFIX);
-        j = find_lt(s, sname);
-        DS_RETURN_IF(j < 0, DS_ERR_FORMAT, "'%s': FP8 tensor '%s' has no '%s'", s->name,
+        j = find_lt(idx, s->n_lt, sname);
+        DS_FAIL_IF(j < 0, DS_ERR_FORMAT, "'%s': FP8 tensor '%s' has no '%s'", s->name,
                      t->name, sname);
         {
             const struct ltensor *sc = &s->lt[j];
             int64_t b = s->fp8_block;
             int64_t want_r = (int64_t)((lt_rows(t) + (uint64_t)b - 1) / (uint64_t)b);
             int64_t want_c = (lt_cols(t) + b - 1) / b;
-            DS_RETURN_IF(sc->type != DS_TYPE_F32 || t->n_dims != 2 || sc->n_dims != 2 ||
+            DS_FAIL_IF(sc->type != DS_TYPE_F32 || t->n_dims != 2 || sc->n_dims != 2 ||
                              sc->shape[0] != want_r || sc->shape[1] != want_c,
                          DS_ERR_FORMAT,
                          "'%s': '%s' should be F32 [%lld, %lld] for %s [%lld, %lld] with "
@@ -296,7 +314,9 @@ static ds_err link_scales(struct source *s)
         }
         t->scale = j;
     }
-    return DS_OK;
+out:
+    free(idx);
+    return rc;
 }
 
 /* Reads n bytes at offset off of raw input tensor i. */
