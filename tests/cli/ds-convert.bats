@@ -270,3 +270,29 @@ bad() { # bad INPUT PATTERN
     echo '{"model_type": "llama", "hidden_size": 8}' > in/config.json
     bad in "config.json"
 }
+
+@test "SIGINT and SIGTERM during a conversion remove the temporary output" {
+    ds-convert "$V2" -o "$BATS_FILE_TMPDIR/full.gguf"
+    for sig in INT TERM; do
+        mkfifo fifo
+        # half the file, then hold the pipe open: ds-convert blocks mid-write
+        (head -c 2000000 "$BATS_FILE_TMPDIR/full.gguf"; sleep 30) > fifo &
+        feeder=$!
+        # background jobs of a script start with SIGINT ignored: restore it
+        env --default-signal=INT ds-convert fifo -o out.gguf &
+        pid=$!
+        for _ in $(seq 100); do
+            ls -A | grep -q '^\.out\.gguf\.' && break
+            sleep 0.1
+        done
+        ls -A | grep -q '^\.out\.gguf\.'      # the temporary output exists
+        kill -s "$sig" "$pid"
+        status=0
+        wait "$pid" || status=$?
+        [ "$status" -eq $((128 + $(kill -l "$sig"))) ] || fail "status $status after SIG$sig"
+        kill "$feeder" 2>/dev/null || true
+        wait "$feeder" 2>/dev/null || true
+        rm fifo
+        [ -z "$(leftovers)" ]
+    done
+}
