@@ -9,6 +9,10 @@
  *   ds_safetensors.h  safetensors reader (sharded too) and writer
  *   ds_hf.h           Hugging Face config and tokenizer <-> deepseek2 metadata
  *   ds_convert.h      checkpoint conversion (Hugging Face <-> GGUF)
+ *   ds_tokenizer.h    byte-level BPE tokenizer from GGUF metadata
+ *   ds_model.h        model loading and the forward pass (MLA, MoE, KV cache)
+ *   ds_sample.h       sampling (top-k, top-p, min-p, temperature, seed)
+ *   ds_chat.h         DeepSeek chat templates
  */
 #ifndef DS_H
 #define DS_H
@@ -21,6 +25,10 @@
 #include "ds_safetensors.h"
 #include "ds_hf.h"
 #include "ds_convert.h"
+#include "ds_tokenizer.h"
+#include "ds_model.h"
+#include "ds_sample.h"
+#include "ds_chat.h"
 
 #ifdef __cplusplus
 extern "C" {
