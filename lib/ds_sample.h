@@ -27,13 +27,18 @@ struct ds_sampler_params {
 
 struct ds_sampler;
 
+/* Copies *p. DS_ERR_ARG for n_vocab <= 0 or a NaN parameter. Free with
+ * ds_sampler_free(). */
 ds_err ds_sampler_new(const struct ds_sampler_params *p, int32_t n_vocab, struct ds_sampler **out);
 void ds_sampler_free(struct ds_sampler *s);
 
-/* Picks a token from logits[0..n_vocab). Non-finite logits count as -inf. */
+/* Picks a token from logits[0..n_vocab). Non-finite logits count as -inf; when
+ * all are, the result is 0. A call that draws (temp > 0 and some finite logit)
+ * advances the sampler's PRNG by one number. */
 int32_t ds_sampler_sample(struct ds_sampler *s, const float *logits);
 
-/* Index of the largest value (lowest index on ties). */
+/* Index of the largest value (lowest index on ties; NaN never wins unless all
+ * are NaN, then 0); -1 when n is 0. */
 int32_t ds_argmax(const float *x, size_t n);
 
 #ifdef __cplusplus

@@ -5,11 +5,14 @@
  * pre-tokenizers, their Unicode regexes run with PCRE2.
  *
  * Encoding: special tokens (control and user-defined tokens of
- * tokenizer.ggml.token_type) are matched in the text first, longest match
- * first, when parse_special is set; each remaining span is split by the
- * pre-tokenizer regexes, mapped to byte-level symbols (GPT-2's byte-to-
- * unicode table) and merged by BPE rank (tokenizer.ggml.merges). Input must
- * be valid UTF-8 (DS_ERR_ARG otherwise, naming the byte offset).
+ * tokenizer.ggml.token_type) are matched in the text first, leftmost, then
+ * longest, as Hugging Face tokenizers does: control tokens only when
+ * parse_special is set, user-defined ones always (as both tokenizers and
+ * llama.cpp do). Each remaining span is split by the pre-tokenizer regexes,
+ * mapped to byte-level symbols (GPT-2's byte-to-unicode table) and merged by
+ * BPE rank (tokenizer.ggml.merges). Input must be valid UTF-8 (DS_ERR_ARG
+ * otherwise, naming the byte offset). A tokenizer is read-only once built:
+ * threads may encode and decode with one tokenizer at the same time.
  *
  * Decoding: a token's bytes are its byte-level string mapped back to bytes
  * (special tokens: their text as is). Streaming output holds back an
@@ -66,11 +69,14 @@ struct ds_detok {
 void ds_detok_init(struct ds_detok *d);
 /* Appends the decodable bytes of id (plus any completed pending bytes) to
  * out (cap >= len of the piece + 8 suffices); returns the number of bytes
- * written, or -1 for an invalid id. */
+ * written, or -1 for an invalid id or too small a cap (nothing consumed).
+ * Only a trailing multi-byte sequence that is valid so far is held back;
+ * bytes that can never be valid UTF-8 are passed through as they are, like
+ * ds_tokenizer_decode does. */
 long ds_detok_push(struct ds_detok *d, const struct ds_tokenizer *t, int32_t id, char *out,
                    size_t cap);
 /* Whatever is still pending at the end (an incomplete sequence is emitted as
- * U+FFFD per byte). Returns bytes written. */
+ * U+FFFD per byte; cap >= 9 always suffices). Returns bytes written. */
 size_t ds_detok_flush(struct ds_detok *d, char *out, size_t cap);
 
 /* Decodes a whole sequence to a malloc'd NUL-terminated string. */

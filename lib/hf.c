@@ -31,6 +31,7 @@
 
 #include "ds_hf.h"
 #include "error_impl.h"
+#include "pretok_impl.h"
 #include "strbuf_impl.h"
 #include "ds_banned.h"
 
@@ -1263,68 +1264,8 @@ out:
 /* Pre-tokenizers                                                           */
 /* ======================================================================== */
 
-/* Split regexes of the DeepSeek pre-tokenizers, as they read in tokenizer.json
- * (after JSON decoding; literal CR/LF in a file compare equal to \r / \n). */
-static const char *const re_v3[] = {
-    "\\p{N}{1,3}",
-    "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+",
-    ("[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\\r\\n\\p{L}\\p{P}\\p{S}]?"
-     "[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"),
-};
-
-#define RE_DS_CJK "[\u4e00-\u9fa5\u0800-\u4e00\uac00-\ud7ff]+"
-
-static const char *const re_llm[] = {
-    "[\\r\\n]",
-    ("\\s?[A-Za-z\u00b5\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u01ba\u01bc-\u01bf\u01c4-\u0293"
-     "\u0295-\u02af\u0370-\u0373\u0376\u0377\u037b-\u037d\u037f\u0386\u0388-\u038a\u038c"
-     "\u038e-\u03a1\u03a3-\u03f5\u03f7-\u0481\u048a-\u052f\u0531-\u0556\u10a0-\u10c5"
-     "\u13a0-\u13f5\u13f8-\u13fd\u1c90-\u1cba\u1cbd-\u1cbf\u1d00-\u1d2b\u1d6b-\u1d77"
-     "\u1d79-\u1d9a\u1e00-\u1f15\u1f18-\u1f1d\u1f20-\u1f45\u1f48-\u1f4d\u1f50-\u1f57\u1f59"
-     "\u1f5b\u1f5d\u1f5f-\u1f7d\u1f80-\u1fb4\u1fb6-\u1fbc\u1fbe\u1fc2-\u1fc4\u1fc6-\u1fcc"
-     "\u1fd0-\u1fd3\u1fd6-\u1fdb\u1fe0-\u1fec\u1ff2-\u1ff4\u1ff6-\u1ffc\u2102\u2107"
-     "\u210a-\u2113\u2115\u2119-\u211d\u2124\u2126\u2128\u212a-\u212d\u212f-\u2134\u2139"
-     "\u213c-\u213f\u2145-\u2149\u214e\u2183\u2184\u2c00-\u2c7b\u2c7e-\u2ce4\u2ceb-\u2cee"
-     "\u2cf2\u2cf3\ua640-\ua66d\ua680-\ua69b\ua722-\ua76f\ua771-\ua787\ua78b-\ua78e"
-     "\uab70-\uabbf\ufb00-\ufb06\ufb13-\ufb17\uff21-\uff3a\uff41-\uff5a"
-     "\U00010400-\U0001044f\U000104b0-\U000104d3\U000104d8-\U000104fb\U00010c80-\U00010cb2"
-     "\U00010cc0-\U00010cf2\U000118a0-\U000118df\U0001e900-\U0001e943]+"),
-    "\\s?[!-/:-~\uff01-\uff0f\uff1a-\uff5e\u2018-\u201f\u3000-\u3002]+",
-    "\\s+$",
-    RE_DS_CJK,
-};
-
-static const char *const re_coder[] = {
-    "[\\r\\n]",
-    "\\s?\\p{L}+",
-    "\\s?\\p{P}+",
-    RE_DS_CJK,
-};
-
 /* Stand-in for a Digits(individual_digits) stage in a stage list. */
 static const char digits_stage[] = "\001digits";
-
-struct pre_def {
-    const char *name;
-    const char *const *re;
-    size_t nre;
-    bool digits;           /* a final Digits(individual_digits) stage ... */
-    const char *digits_re; /* ... or, equivalently, this Split */
-};
-
-static const struct pre_def pre_defs[] = {
-    {"deepseek-v3", re_v3, 3, false, NULL},
-    {"deepseek-llm", re_llm, 5, true, "\\p{N}+"},
-    {"deepseek-coder", re_coder, 4, true, "\\p{N}"},
-};
-
-static const struct pre_def *pre_find(const char *name)
-{
-    for (size_t i = 0; i < sizeof(pre_defs) / sizeof(pre_defs[0]); i++)
-        if (!strcmp(pre_defs[i].name, name))
-            return &pre_defs[i];
-    return NULL;
-}
 
 /* got (as decoded from JSON) equals want, where literal CR, LF and TAB in
  * got match the escapes \r, \n and \t in want. */
@@ -1349,7 +1290,7 @@ static bool re_eq(const char *got, const char *want)
     }
 }
 
-static bool pre_match(const struct pre_def *d, const char *const *st, size_t ns)
+static bool pre_match(const struct pretok_def *d, const char *const *st, size_t ns)
 {
     size_t need = d->nre + (d->digits ? 1 : 0);
     if (ns != need)
@@ -1427,9 +1368,9 @@ static ds_err detect_pre(const cJSON *root, const char *name, const char **pre)
                  "only DeepSeek tokenizers are supported",
                  name);
     if (!s.odd)
-        for (size_t i = 0; i < sizeof(pre_defs) / sizeof(pre_defs[0]); i++)
-            if (pre_match(&pre_defs[i], s.st, s.n)) {
-                *pre = pre_defs[i].name;
+        for (size_t i = 0; i < PRETOK_COUNT; i++)
+            if (pre_match(&pretok_defs[i], s.st, s.n)) {
+                *pre = pretok_defs[i].name;
                 return DS_OK;
             }
     return ds_set_error(DS_ERR_UNSUPPORTED,
@@ -1890,7 +1831,7 @@ static void write_post_processor(struct jw *w, const struct ds_meta *m, long ti,
     jw_close(w, '}');
 }
 
-static void write_pre_tokenizer(struct jw *w, const struct pre_def *d)
+static void write_pre_tokenizer(struct jw *w, const struct pretok_def *d)
 {
     jw_key(w, "pre_tokenizer");
     jw_open(w, '{');
@@ -2013,7 +1954,7 @@ static ds_err write_tokenizer_config(const struct ds_meta *m, long ti, int64_t b
 ds_err ds_hf_meta_to_tokenizer(const struct ds_meta *m, char **tok_json, char **cfg_json)
 {
     const char *model, *pre;
-    const struct pre_def *d;
+    const struct pretok_def *d;
     const int32_t *types = NULL;
     enum ds_vtype el;
     uint64_t n, nmerges = 0;
@@ -2034,7 +1975,7 @@ ds_err ds_hf_meta_to_tokenizer(const struct ds_meta *m, char **tok_json, char **
                  "tokenizer model '%s' is not supported (gpt2 byte-level BPE only)",
                  model ? model : "?");
     pre = ds_meta_get_str(m, "tokenizer.ggml.pre", NULL);
-    d = pre ? pre_find(pre) : NULL;
+    d = pre ? pretok_find(pre) : NULL;
     DS_RETURN_IF(!d, DS_ERR_UNSUPPORTED,
                  "pre-tokenizer '%s' is not supported (deepseek-v3, deepseek-llm, deepseek-coder)",
                  pre ? pre : "?");
