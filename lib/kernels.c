@@ -1,0 +1,382 @@
+/*
+ * kernels.c - numeric kernels of the forward pass; see kernels_impl.h.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "kernels_impl.h"
+
+/* Work (multiply-adds) below which a kernel stays on one thread. */
+#define PAR_WORK (1 << 15)
+
+size_t ds_kernel_type_size(enum ds_type t)
+{
+    switch (t) {
+    case DS_TYPE_F32:
+        return 4;
+    case DS_TYPE_F16:
+    case DS_TYPE_BF16:
+        return 2;
+    default:
+        return 0;
+    }
+}
+
+/* n elements of a row of type t starting at element k0 -> dst. */
+static void load_f32(float *dst, const void *row, enum ds_type t, int64_t k0, int64_t n)
+{
+    if (t == DS_TYPE_F32) {
+        memcpy(dst, (const float *)row + k0, (size_t)n * sizeof(float));
+    } else if (t == DS_TYPE_BF16) {
+        const uint16_t *s = (const uint16_t *)row + k0;
+        int64_t i = 0;
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 9)
+        typedef uint16_t v4u16 __attribute__((vector_size(8), aligned(2)));
+        typedef uint32_t v4u32 __attribute__((vector_size(16)));
+        for (; i + 4 <= n; i += 4) {
+            v4u32 u = __builtin_convertvector(*(const v4u16 *)(s + i), v4u32) << 16;
+            memcpy(dst + i, &u, sizeof(u));
+        }
+#endif
+        for (; i < n; i++) {
+            uint32_t u = (uint32_t)s[i] << 16;
+            memcpy(dst + i, &u, sizeof(u));
+        }
+    } else {
+        const uint16_t *s = (const uint16_t *)row + k0;
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = ds_f16_to_f32(s[i]);
+    }
+}
+
+static inline const void *row_ptr(const void *w, enum ds_type t, int64_t r, int64_t K)
+{
+    return (const unsigned char *)w + (size_t)r * (size_t)K * ds_kernel_type_size(t);
+}
+
+void ds_row_to_f32(float *dst, const void *w, enum ds_type wt, int64_t r, int64_t K)
+{
+    load_f32(dst, row_ptr(w, wt, r, K), wt, 0, K);
+}
+
+/* ---- matmul ----------------------------------------------------------------------- */
+
+/* Weights are processed in blocks of MM_NB rows and chunks of MM_KC columns,
+ * converted to float on the stack once per chunk and reused for all T rows of
+ * x. Each dot product keeps MM_L lanes (lane j sums the k = j mod MM_L terms),
+ * added pairwise at the end, so the compiler can use vector registers without
+ * reassociating a sum; the plain-C fallback computes the very same sums. */
+#define MM_NB 4
+#define MM_KC 512
+#define MM_L 8
+
+#define HSUM8(a) (((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7])))
+
+#if defined(__GNUC__)
+/* 4-float vectors (SSE/NEON width, native on every 64-bit target), two per
+ * accumulator: lo holds lanes 0-3, hi lanes 4-7. */
+typedef float v4f __attribute__((vector_size(4 * sizeof(float)), aligned(sizeof(float))));
+#define V4(p) (*(const v4f *)(p))
+#define HSUM44(lo, hi) (((lo[0] + hi[0]) + (lo[1] + hi[1])) + ((lo[2] + hi[2]) + (lo[3] + hi[3])))
+
+/* s[r] = sum over k < kv of x[k] * w_r[k], kv a multiple of MM_L */
+static inline void dot4(float *s, const float *x, const float *const *w, int64_t kv)
+{
+    v4f a0 = {0}, b0 = {0}, a1 = {0}, b1 = {0}, a2 = {0}, b2 = {0}, a3 = {0}, b3 = {0};
+    const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
+    for (int64_t k = 0; k < kv; k += MM_L) {
+        v4f xl = V4(x + k), xh = V4(x + k + 4);
+        a0 += xl * V4(w0 + k);
+        b0 += xh * V4(w0 + k + 4);
+        a1 += xl * V4(w1 + k);
+        b1 += xh * V4(w1 + k + 4);
+        a2 += xl * V4(w2 + k);
+        b2 += xh * V4(w2 + k + 4);
+        a3 += xl * V4(w3 + k);
+        b3 += xh * V4(w3 + k + 4);
+    }
+    s[0] = HSUM44(a0, b0);
+    s[1] = HSUM44(a1, b1);
+    s[2] = HSUM44(a2, b2);
+    s[3] = HSUM44(a3, b3);
+}
+
+/* sum over k < kv of x[k] * w[k], kv a multiple of MM_L */
+static inline float dot1(const float *x, const float *w, int64_t kv)
+{
+    v4f a = {0}, b = {0};
+    for (int64_t k = 0; k < kv; k += MM_L) {
+        a += V4(x + k) * V4(w + k);
+        b += V4(x + k + 4) * V4(w + k + 4);
+    }
+    return HSUM44(a, b);
+}
+#else
+static inline float dot1(const float *x, const float *w, int64_t kv)
+{
+    float a[MM_L] = {0};
+    for (int64_t k = 0; k < kv; k += MM_L)
+        for (int j = 0; j < MM_L; j++)
+            a[j] += x[k + j] * w[k + j];
+    return HSUM8(a);
+}
+
+static inline void dot4(float *s, const float *x, const float *const *w, int64_t kv)
+{
+    float a[MM_NB][MM_L] = {{0}};
+    for (int64_t k = 0; k < kv; k += MM_L)
+        for (int r = 0; r < MM_NB; r++)
+            for (int j = 0; j < MM_L; j++)
+                a[r][j] += x[k + j] * w[r][k + j];
+    for (int r = 0; r < MM_NB; r++)
+        s[r] = HSUM8(a[r]);
+}
+#endif
+
+static void mm_block(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w,
+                     enum ds_type wt, int64_t T, int64_t n0, int64_t nb, int64_t K)
+{
+    float buf[MM_NB][MM_KC];
+    const float *wr[MM_NB];
+
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t r = 0; r < nb; r++)
+            y[t * ldy + n0 + r] = 0.0f;
+    for (int64_t k0 = 0; k0 < K; k0 += MM_KC) {
+        int64_t kc = K - k0 < MM_KC ? K - k0 : MM_KC;
+        int64_t kv = kc - kc % MM_L;
+        for (int64_t r = 0; r < MM_NB; r++) {
+            int64_t rr = r < nb ? r : nb - 1; // pad the block with its last row
+            if (wt == DS_TYPE_F32) {
+                wr[r] = (const float *)row_ptr(w, wt, n0 + rr, K) + k0;
+            } else {
+                if (r < nb)
+                    load_f32(buf[r], row_ptr(w, wt, n0 + r, K), wt, k0, kc);
+                wr[r] = buf[rr];
+            }
+        }
+        for (int64_t t = 0; t < T; t++) {
+            const float *xt = x + t * ldx + k0;
+            float s[MM_NB];
+            dot4(s, xt, wr, kv);
+            for (int64_t k = kv; k < kc; k++) {
+                float xv = xt[k];
+                for (int r = 0; r < MM_NB; r++)
+                    s[r] += xv * wr[r][k];
+            }
+            for (int64_t r = 0; r < nb; r++)
+                y[t * ldy + n0 + r] += s[r];
+        }
+    }
+}
+
+void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w,
+               enum ds_type wt, int64_t T, int64_t N, int64_t K)
+{
+    int64_t nblk = (N + MM_NB - 1) / MM_NB;
+    double work = (double)T * (double)N * (double)K;
+    (void)work;
+
+    if (K == 0) {
+        for (int64_t t = 0; t < T; t++)
+            memset(y + t * ldy, 0, (size_t)N * sizeof(float));
+        return;
+    }
+    DS_OMP(omp parallel for schedule(static) if (work >= PAR_WORK))
+    for (int64_t b = 0; b < nblk; b++) {
+        int64_t n0 = b * MM_NB;
+        int64_t nb = N - n0 < MM_NB ? N - n0 : MM_NB;
+        mm_block(y, ldy, x, ldx, w, wt, T, n0, nb, K);
+    }
+}
+
+static inline float elem_f32(const void *w, enum ds_type t, size_t i)
+{
+    if (t == DS_TYPE_F32)
+        return ((const float *)w)[i];
+    if (t == DS_TYPE_BF16)
+        return ds_bf16_to_f32(((const uint16_t *)w)[i]);
+    return ds_f16_to_f32(((const uint16_t *)w)[i]);
+}
+
+void ds_matmul_ref(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w,
+                   enum ds_type wt, int64_t T, int64_t N, int64_t K)
+{
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t n = 0; n < N; n++) {
+            double s = 0;
+            for (int64_t k = 0; k < K; k++)
+                s += (double)x[t * ldx + k] * elem_f32(w, wt, (size_t)(n * K + k));
+            y[t * ldy + n] = (float)s;
+        }
+}
+
+/* ---- rmsnorm ---------------------------------------------------------------------- */
+
+void ds_rmsnorm(float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t T,
+                int64_t D, float eps)
+{
+    double work = (double)T * (double)D;
+    (void)work;
+    DS_OMP(omp parallel for schedule(static) if (work >= PAR_WORK))
+    for (int64_t t = 0; t < T; t++) {
+        const float *xt = x + t * ldx;
+        float *yt = y + t * ldy;
+        double ss = 0;
+        for (int64_t i = 0; i < D; i++)
+            ss += (double)xt[i] * xt[i];
+        float r = (float)(1.0 / sqrt(ss / (double)D + eps));
+        for (int64_t i = 0; i < D; i++)
+            yt[i] = xt[i] * r * w[i];
+    }
+}
+
+void ds_rmsnorm_ref(float *y, int64_t ldy, const float *x, int64_t ldx, const float *w,
+                    int64_t T, int64_t D, float eps)
+{
+    for (int64_t t = 0; t < T; t++) {
+        double ss = 0;
+        for (int64_t i = 0; i < D; i++)
+            ss += (double)x[t * ldx + i] * x[t * ldx + i];
+        double r = 1.0 / sqrt(ss / (double)D + (double)eps);
+        for (int64_t i = 0; i < D; i++)
+            y[t * ldy + i] = (float)((double)x[t * ldx + i] * r * w[i]);
+    }
+}
+
+/* ---- softmax, silu ----------------------------------------------------------------- */
+
+void ds_softmax(float *x, int64_t n)
+{
+    float mx = -INFINITY;
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++)
+        x[i] *= inv;
+}
+
+void ds_softmax_ref(float *x, int64_t n)
+{
+    double mx = -INFINITY, sum = 0;
+    for (int64_t i = 0; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    for (int64_t i = 0; i < n; i++)
+        sum += exp((double)x[i] - mx);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = (float)(exp((double)x[i] - mx) / sum);
+}
+
+void ds_silu_mul(float *g, const float *u, int64_t n)
+{
+    DS_OMP(omp parallel for schedule(static) if (n >= PAR_WORK))
+    for (int64_t i = 0; i < n; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+void ds_silu_mul_ref(float *g, const float *u, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        double z = g[i];
+        g[i] = (float)(z / (1.0 + exp(-z)) * u[i]);
+    }
+}
+
+/* ---- rope ---------------------------------------------------------------------------- */
+
+/* The angles are computed once per call (in double: pos * freq reaches 1e5
+ * radians at long contexts) and applied to every vector. */
+void ds_rope(float *x, int64_t n_vec, int64_t stride, int64_t R, int64_t pos,
+             const double *freqs)
+{
+    enum { MAXP = 256 };
+    float cs[MAXP], sn[MAXP];
+    for (int64_t i0 = 0; i0 < R / 2; i0 += MAXP) {
+        int64_t np = R / 2 - i0 < MAXP ? R / 2 - i0 : MAXP;
+        for (int64_t i = 0; i < np; i++) {
+            double a = (double)pos * freqs[i0 + i];
+            cs[i] = (float)cos(a);
+            sn[i] = (float)sin(a);
+        }
+        for (int64_t v = 0; v < n_vec; v++) {
+            float *p = x + v * stride + 2 * i0;
+            for (int64_t i = 0; i < np; i++) {
+                float a = p[2 * i], b = p[2 * i + 1];
+                p[2 * i] = a * cs[i] - b * sn[i];
+                p[2 * i + 1] = a * sn[i] + b * cs[i];
+            }
+        }
+    }
+}
+
+void ds_rope_ref(float *x, int64_t n_vec, int64_t stride, int64_t R, int64_t pos,
+                 const double *freqs)
+{
+    for (int64_t v = 0; v < n_vec; v++)
+        for (int64_t i = 0; i < R / 2; i++) {
+            double th = (double)pos * freqs[i];
+            double a = x[v * stride + 2 * i], b = x[v * stride + 2 * i + 1];
+            x[v * stride + 2 * i] = (float)(a * cos(th) - b * sin(th));
+            x[v * stride + 2 * i + 1] = (float)(a * sin(th) + b * cos(th));
+        }
+}
+
+/* ---- absorbed MLA attention ---------------------------------------------------------- */
+
+/* Positions outer, heads inner: each cached row is read once for all H heads
+ * (it stays in L1), for the scores and again for the weighted sum. */
+void ds_mla_attend(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
+                   const float *kv, int64_t ldkv, int64_t n, int64_t D, int64_t L, float scale,
+                   float *s)
+{
+    int64_t dv = D - D % MM_L;
+    for (int64_t j = 0; j < n; j++) {
+        const float *row = kv + j * ldkv;
+        for (int64_t h = 0; h < H; h++) {
+            const float *qh = q + h * ldq;
+            float acc = dot1(qh, row, dv);
+            for (int64_t k = dv; k < D; k++)
+                acc += qh[k] * row[k];
+            s[h * n + j] = acc * scale;
+        }
+    }
+    for (int64_t h = 0; h < H; h++) {
+        ds_softmax(s + h * n, n);
+        memset(out + h * ldo, 0, (size_t)L * sizeof(float));
+    }
+    for (int64_t j = 0; j < n; j++) {
+        const float *row = kv + j * ldkv;
+        for (int64_t h = 0; h < H; h++) {
+            float p = s[h * n + j], *o = out + h * ldo;
+            for (int64_t k = 0; k < L; k++)
+                o[k] += p * row[k];
+        }
+    }
+}
+
+void ds_mla_attend_ref(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
+                       const float *kv, int64_t ldkv, int64_t n, int64_t D, int64_t L,
+                       float scale, float *s)
+{
+    for (int64_t h = 0; h < H; h++) {
+        float *sh = s + h * n;
+        for (int64_t j = 0; j < n; j++) {
+            double acc = 0;
+            for (int64_t k = 0; k < D; k++)
+                acc += (double)q[h * ldq + k] * kv[j * ldkv + k];
+            sh[j] = (float)(acc * scale);
+        }
+        ds_softmax_ref(sh, n);
+        for (int64_t k = 0; k < L; k++) {
+            double acc = 0;
+            for (int64_t j = 0; j < n; j++)
+                acc += (double)sh[j] * kv[j * ldkv + k];
+            out[h * ldo + k] = (float)acc;
+        }
+    }
+}
