@@ -137,3 +137,24 @@ load_ok() {
         done
     done
 }
+
+@test "interop: the same GGUF gives the same logits in ds-run and llama.cpp" {
+    local m ty tok
+    for m in tiny-v2lite tiny-v3-fp8; do
+        tok=$(tr -d ' \n' < "$DATA/$m/reference.json" | sed 's/.*"tokens":\[\([0-9,]*\)\].*/\1/')
+        for ty in f32 bf16; do
+            ds ds-convert -q "$DATA/$m" --outtype "$ty" -o "$m-$ty.gguf"
+            # ds-run's logits as the "reference" the harness compares llama.cpp with
+            cp "$DATA/$m/reference.json" "dsrun-$m-$ty.json"
+            ds ds-run -m "$m-$ty.gguf" --tokens "$tok" --dump-logits "dsrun-$m-$ty.logits.f32"
+            run --separate-stderr node "$LOAD" "$m-$ty.gguf" --reference "dsrun-$m-$ty.json"
+            diff=$(jget j.reference.max_abs_logit_diff)
+            maxref=$(jget j.reference.max_abs_ref_logit)
+            echo "# $m $ty: max |llama.cpp - ds-run| = $diff (max |logit| $maxref)" >&3
+            if [[ $ty == f32 ]]; then
+                assert_equal "$(jget 'j.reference.max_abs_logit_diff <= 1e-3 * j.reference.max_abs_ref_logit')" "true"
+                assert_equal "$(jget j.reference.argmax_match)" "true"
+            fi
+        done
+    done
+}
