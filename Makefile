@@ -133,12 +133,14 @@ $(O)/build/bench/%: bench/%.c $(LIBA)
 bench: all $(O)/build/bench/gen-checkpoint
 	sh bench/convert.sh
 
-# The demo: the tiny FP8 DeepSeek-V3 checkpoint to GGUF, listed, and back.
+# The demo: the tiny FP8 DeepSeek-V3 checkpoint to GGUF, listed, back, and run
+# (random weights: the text is noise, shown as bytes).
 demo: all
 	$(O)/cmd/ds-convert -f tests/data/tiny-v3-fp8 -o $(O)/build/demo.gguf
 	$(O)/cmd/ds-convert --list $(O)/build/demo.gguf | sed -n '1,3p;/^tensors:/,/blk.0.attn_q_b/p'
 	$(O)/cmd/ds-convert -f --to safetensors $(O)/build/demo.gguf -o $(O)/build/demo-hf
 	ls -l $(O)/build/demo-hf
+	$(O)/cmd/ds-run -v -m $(O)/build/demo.gguf --chat -p "Say hi." -n 16 --temp 0 | od -c | head -3
 
 # ---- tests -------------------------------------------------------------------
 
