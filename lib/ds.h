@@ -13,6 +13,7 @@
  *   ds_model.h        model loading and the forward pass (MLA, MoE, KV cache)
  *   ds_sample.h       sampling (top-k, top-p, min-p, temperature, seed)
  *   ds_chat.h         DeepSeek chat templates
+ *   ds_quant.h        ggml block quantization, dequantization, dot products
  */
 #ifndef DS_H
 #define DS_H
@@ -29,6 +30,7 @@
 #include "ds_model.h"
 #include "ds_sample.h"
 #include "ds_chat.h"
+#include "ds_quant.h"
 
 #ifdef __cplusplus
 extern "C" {
