@@ -440,6 +440,16 @@ static ds_err read_rows_f32(struct source *s, const struct ltensor *t, uint64_t 
 
     if (t->type == DS_TYPE_F32)
         return read_rows(s, t, r0, nr, out);
+    if (ds_quant_supported(t->type)) {
+        uint64_t rowb = t->nbytes / (lt_rows(t) ? lt_rows(t) : 1);
+        raw = ds_malloc(nr * rowb);
+        DS_FAIL_IF(!raw, DS_ERR_NOMEM, "out of memory reading '%s'", t->name);
+        DS_CHECK(read_rows(s, t, r0, nr, raw));
+        for (uint64_t r = 0; r < nr; r++)
+            DS_CHECK(ds_dequantize_row(t->type, (const char *)raw + r * rowb,
+                                       out + r * (uint64_t)cols, cols));
+        goto out;
+    }
     DS_RETURN_IF(!ds_type_valid(t->type) || ds_type_block_size(t->type) != 1 ||
                      (t->type != DS_TYPE_F16 && t->type != DS_TYPE_BF16 &&
                       t->type != DS_TYPE_F8_E4M3 && t->type != DS_TYPE_F64),
@@ -591,6 +601,20 @@ static ds_err open_gguf(struct source *s, struct ds_reader *r)
                  (int)(strlen(ti->name) - (scale ? strlen(SCALE_SUFFIX) : 0)), ti->name);
         kind = gguf_to_hf(base, hf, sizeof(hf), &proj);
         if (kind == M_KVB) {
+            /* block-quantized k_b/v_b cannot be transposed back into kv_b:
+             * they stay GGUF tensors (copied as they are) */
+            char other[DS_GGUF_MAX_NAME];
+            bool is_k = ends_with(base, "attn_k_b.weight");
+            long oi;
+            snprintf(other, sizeof(other), "%.*s%s",
+                     (int)(strlen(base) - strlen("attn_k_b.weight")), base,
+                     is_k ? "attn_v_b.weight" : "attn_k_b.weight");
+            oi = ds_gguf_find(&s->g, other);
+            if (ds_type_block_size(ti->type) > 1 ||
+                (oi >= 0 && ds_type_block_size(s->g.tensors[oi].type) > 1))
+                kind = M_NONE;
+        }
+        if (kind == M_KVB) {
             /* attn_k_b {nope, rank, H} + attn_v_b {rank, v, H} -> one kv_b */
             char vname[DS_GGUF_MAX_NAME];
             long vi;
@@ -739,7 +763,53 @@ struct sink_io {
     uint64_t total, done;
     ds_progress_fn progress;
     void *ud;
+    /* the output tensor being written */
+    double err2, x2;       /* error sums (see struct ds_tensor_report) */
+    const float *imp;      /* importance of its columns (per expert slab), or NULL */
+    bool measure;          /* compute err2 and x2 (someone reads the report) */
+    bool imp_error_only;   /* imp weights the error only, not the quantization */
 };
+
+/* Encodes nr rows of cols floats as dst (a float or a block type) into out,
+ * adding the squared error to io (weighted by io->imp when set). */
+static ds_err encode_rows(struct sink_io *io, enum ds_type dst, const float *f, uint64_t nr,
+                          uint64_t cols, void *out)
+{
+    size_t rowb = (size_t)(cols / (uint64_t)ds_type_block_size(dst)) * ds_type_block_bytes(dst);
+    if (!ds_quant_supported(dst)) {
+        float back[256];
+        DS_TRY(ds_convert_row(dst, out, DS_TYPE_F32, f, nr * cols));
+        if (!io->measure)
+            return DS_OK;
+        /* error of the narrowing, sampled exactly in chunks */
+        for (uint64_t i = 0; dst != DS_TYPE_F32 && i < nr * cols; i += 256) {
+            uint64_t k = nr * cols - i < 256 ? nr * cols - i : 256;
+            DS_TRY(ds_convert_row(DS_TYPE_F32, back, dst,
+                                  (const char *)out + i * ds_type_block_bytes(dst), k));
+            for (uint64_t j = 0; j < k; j++) {
+                double w = io->imp ? io->imp[(i + j) % cols] : 1.0, d = (double)f[i + j] - back[j];
+                io->err2 += w * d * d;
+                io->x2 += w * (double)f[i + j] * f[i + j];
+            }
+        }
+        if (dst == DS_TYPE_F32)
+            for (uint64_t i = 0; i < nr * cols; i++)
+                io->x2 += (io->imp ? io->imp[i % cols] : 1.0) * (double)f[i] * f[i];
+        return DS_OK;
+    }
+    for (uint64_t r = 0; r < nr; r++) {
+        double e2, x2;
+        void *q = (char *)out + r * rowb;
+        DS_TRY(ds_quantize_row(dst, f + r * cols, q, (int64_t)cols,
+                               io->imp_error_only ? NULL : io->imp));
+        if (!io->measure)
+            continue;
+        DS_TRY(ds_quant_error(dst, f + r * cols, q, (int64_t)cols, io->imp, &e2, &x2));
+        io->err2 += e2;
+        io->x2 += x2;
+    }
+    return DS_OK;
+}
 
 /* Writes logical tensor t converted to type dst, in bands of rows. */
 static ds_err emit(struct source *s, struct sink_io *io, const struct ltensor *t,
@@ -766,7 +836,9 @@ static ds_err emit(struct source *s, struct sink_io *io, const struct ltensor *t
     } else {
         uint64_t band = BAND_BYTES / 4 / (cols ? cols : 1);
         int64_t b = s->fp8_block;
-        DS_FAIL_IF(!is_float_type(t->type) || !is_float_type(dst), DS_ERR_UNSUPPORTED,
+        bool src_ok = is_float_type(t->type) || ds_quant_supported(t->type);
+        bool dst_ok = is_float_type(dst) || ds_quant_supported(dst);
+        DS_FAIL_IF(!src_ok || !dst_ok, DS_ERR_UNSUPPORTED,
                    "'%s': tensor '%s' is %s; converting it to %s is not supported", s->name,
                    t->name, ds_type_name(t->type), ds_type_name(dst));
         DS_FAIL_IF(dst == DS_TYPE_F8_E4M3, DS_ERR_UNSUPPORTED,
@@ -778,14 +850,19 @@ static ds_err emit(struct source *s, struct sink_io *io, const struct ltensor *t
             band = rows;
         if (band > rows)
             band = rows;
+        size_t rowb = (size_t)(cols / (uint64_t)ds_type_block_size(dst)) *
+                      ds_type_block_bytes(dst);
+        DS_FAIL_IF(cols % (uint64_t)ds_type_block_size(dst), DS_ERR_ARG,
+                   "'%s': rows of '%s' (%llu) do not fit %s blocks", s->name, t->name,
+                   (unsigned long long)cols, ds_type_name(dst));
         f = ds_malloc(band * cols * sizeof(float));
-        outb = ds_malloc(band * cols * ds_type_block_bytes(dst));
+        outb = ds_malloc(band * rowb);
         DS_FAIL_IF(!f || !outb, DS_ERR_NOMEM, "out of memory converting '%s'", t->name);
         for (uint64_t r0 = 0; r0 < rows; r0 += band) {
             uint64_t nr = rows - r0 < band ? rows - r0 : band;
             DS_CHECK(read_rows_f32(s, t, r0, nr, f));
-            DS_CHECK(ds_convert_row(dst, outb, DS_TYPE_F32, f, nr * cols));
-            DS_CHECK(ds_writer_write(io->w, outb, nr * cols * ds_type_block_bytes(dst)));
+            DS_CHECK(encode_rows(io, dst, f, nr, cols, outb));
+            DS_CHECK(ds_writer_write(io->w, outb, nr * rowb));
         }
     }
     if (io->progress) {
@@ -809,6 +886,7 @@ struct gout {
     long *src;          /* logical indices: 1, or one per expert */
     size_t n_src;
     enum ds_type type;
+    char note[160];     /* from the type_of hook */
 };
 
 struct gplan {
@@ -825,16 +903,45 @@ static void gplan_release(struct gplan *p)
     ds_gguf_release(&p->g);
 }
 
-static ds_err gplan_add(struct gplan *p, const char *name, enum ds_type type, uint32_t n_dims,
-                        const int64_t *ne, enum gop op, long src, size_t n_src, size_t *idx)
+/* The type hook of ds-quantize, and its refusal to quantize quantized data. */
+struct type_hook {
+    const struct ds_convert_opts *o;
+    const struct source *s;
+    const char *note;
+};
+
+static ds_err hook_type(struct type_hook *h, const char *name, uint32_t n_dims, const int64_t *ne,
+                        enum ds_type src_type, enum ds_type *type)
+{
+    h->note = NULL;
+    if (!h->o || !h->o->type_of)
+        return DS_OK;
+    *type = h->o->type_of(h->o->type_ud, h->s->meta, name, n_dims, ne, *type, &h->note);
+    DS_RETURN_IF(*type != src_type && ds_type_block_size(src_type) > 1 && !h->o->allow_requantize,
+                 DS_ERR_UNSUPPORTED,
+                 "'%s': tensor '%s' is already %s; quantizing it again loses quality "
+                 "(--allow-requantize does it anyway)",
+                 h->s->name, name, ds_type_name(src_type));
+    DS_RETURN_IF(ds_type_block_size(*type) > 1 && ne[0] % ds_type_block_size(*type),
+                 DS_ERR_ARG, "'%s': tensor '%s' rows of %lld do not fit %s blocks", h->s->name,
+                 name, (long long)ne[0], ds_type_name(*type));
+    return DS_OK;
+}
+
+static ds_err gplan_add(struct gplan *p, struct type_hook *h, const char *name, enum ds_type type,
+                        enum ds_type src_type, uint32_t n_dims, const int64_t *ne, enum gop op,
+                        long src, size_t n_src, size_t *idx)
 {
     struct gout *o;
+    DS_TRY(hook_type(h, name, n_dims, ne, src_type, &type));
     DS_TRY(ds_gguf_add_tensor(&p->g, name, type, n_dims, ne));
     DS_TRY(ds_grow((void **)&p->out, &p->cap, p->g.n_tensors, sizeof(*p->out)));
     o = &p->out[p->g.n_tensors - 1];
     memset(o, 0, sizeof(*o));
     o->op = op;
     o->type = type;
+    if (h && h->note)
+        snprintf(o->note, sizeof(o->note), "%s", h->note);
     o->n_src = n_src;
     o->src = ds_calloc(n_src, sizeof(long));
     if (!o->src)
@@ -881,9 +988,12 @@ static ds_err append_provenance(struct ds_meta *m, const char *prov)
     return rc;
 }
 
-static ds_err plan_gguf(struct source *s, int outtype, const char *prov, struct gplan *p)
+static ds_err plan_gguf(struct source *s, int outtype, const char *prov,
+                        const struct ds_convert_opts *opts, struct gplan *p)
 {
     ds_err rc = DS_OK;
+    struct type_hook hook = {.o = opts, .s = s};
+    bool any_block = false;
     /* "as stored": a GGUF that keeps FP8 stays FP8; Hugging Face FP8 becomes BF16 */
     bool keep_fp8 = outtype == DS_TYPE_F8_E4M3 || (outtype < 0 && s->fmt == DS_FORMAT_GGUF);
     int64_t n_expert = 0;
@@ -911,12 +1021,16 @@ static ds_err plan_gguf(struct source *s, int outtype, const char *prov, struct 
         if (t->passthrough) {
             const struct ds_tensor_info *ti = &s->g.tensors[t->raw];
             ty = out_type(t, keep_fp8 ? (int)DS_TYPE_F8_E4M3 : outtype, ti->name, true);
-            DS_CHECK(gplan_add(p, ti->name, ty, ti->n_dims, ti->ne, G_COPY, (long)i, 1, &idx));
+            DS_CHECK(gplan_add(p, &hook, ti->name, ty, t->type, ti->n_dims, ti->ne, G_COPY,
+                               (long)i, 1, &idx));
             continue;
         }
         snprintf(base, sizeof(base), "%.*s",
                  (int)(strlen(t->name) - (t->is_scale ? strlen(SCALE_SUFFIX) : 0)), t->name);
-        kind = hf_to_gguf(base, !keep_fp8, gname, sizeof(gname), &expert);
+        /* kv_b stays whole only when it stays FP8 (its 128-row scale tiles
+         * cannot be split per head); otherwise llama.cpp's k_b/v_b split */
+        kind = hf_to_gguf(base, !(keep_fp8 && (t->type == DS_TYPE_F8_E4M3 || t->is_scale)), gname,
+                          sizeof(gname), &expert);
         DS_FAIL_IF(kind == M_NONE, DS_ERR_UNSUPPORTED,
                    "'%s': tensor '%s' has no GGUF (deepseek2) name", s->name, t->name);
         if (t->is_scale) {
@@ -933,7 +1047,8 @@ static ds_err plan_gguf(struct source *s, int outtype, const char *prov, struct 
                        "'%s': tensor '%s' has %u dimensions", s->name, t->name, t->n_dims);
             for (uint32_t d = 0; d < t->n_dims; d++)
                 ne[d] = t->shape[t->n_dims - 1 - d];
-            DS_CHECK(gplan_add(p, gname, ty, t->n_dims, ne, G_COPY, (long)i, 1, &idx));
+            DS_CHECK(gplan_add(p, &hook, gname, ty, t->type, t->n_dims, ne, G_COPY, (long)i, 1,
+                               &idx));
             if (ty != DS_TYPE_F32 && t->n_dims >= 2)
                 common = ty;
         } else if (kind == M_KVB) {
@@ -956,8 +1071,8 @@ static ds_err plan_gguf(struct source *s, int outtype, const char *prov, struct 
             snprintf(vname, sizeof(vname), "%s.attn_v_b.weight", gname);
             {
                 int64_t kne[3] = {nope, R, H}, vne[3] = {R, v, H};
-                DS_CHECK(gplan_add(p, kname, ty, 3, kne, G_KB, (long)i, 1, &idx));
-                DS_CHECK(gplan_add(p, vname, ty, 3, vne, G_VB, (long)i, 1, &idx));
+                DS_CHECK(gplan_add(p, &hook, kname, ty, t->type, 3, kne, G_KB, (long)i, 1, &idx));
+                DS_CHECK(gplan_add(p, &hook, vname, ty, t->type, 3, vne, G_VB, (long)i, 1, &idx));
             }
         } else { /* M_EXPERT */
             DS_FAIL_IF(n_expert <= 0 || expert >= n_expert, DS_ERR_FORMAT,
@@ -968,7 +1083,8 @@ static ds_err plan_gguf(struct source *s, int outtype, const char *prov, struct 
             existing = ds_gguf_find(&p->g, gname);
             if (existing < 0) {
                 int64_t sne[3] = {t->shape[1], t->shape[0], n_expert};
-                DS_CHECK(gplan_add(p, gname, ty, 3, sne, G_STACK, -1, (size_t)n_expert, &idx));
+                DS_CHECK(gplan_add(p, &hook, gname, ty, t->type, 3, sne, G_STACK, -1,
+                                   (size_t)n_expert, &idx));
                 existing = (long)idx;
                 if (ty != DS_TYPE_F32)
                     common = ty;
@@ -978,7 +1094,8 @@ static ds_err plan_gguf(struct source *s, int outtype, const char *prov, struct 
                 const struct ds_tensor_info *ti = &p->g.tensors[existing];
                 DS_FAIL_IF(o->src[expert] >= 0, DS_ERR_FORMAT, "'%s': duplicate expert '%s'",
                            s->name, t->name);
-                DS_FAIL_IF(ti->ne[0] != t->shape[1] || ti->ne[1] != t->shape[0] || ti->type != ty,
+                DS_FAIL_IF(ti->ne[0] != t->shape[1] || ti->ne[1] != t->shape[0] ||
+                               (o->src[0] >= 0 && s->lt[o->src[0]].type != t->type),
                            DS_ERR_FORMAT, "'%s': expert '%s' differs in shape or type from expert 0",
                            s->name, t->name);
                 o->src[expert] = (long)i;
@@ -1003,6 +1120,15 @@ static ds_err plan_gguf(struct source *s, int outtype, const char *prov, struct 
         }
         if (outtype < 0 && any_fp8 && !keep_fp8)
             DS_CHECK(ds_meta_set_u32(p->g.meta, "general.file_type", 32));
+        if (opts && opts->file_type > 0)
+            DS_CHECK(ds_meta_set_u32(p->g.meta, "general.file_type", (uint32_t)opts->file_type));
+        for (size_t i = 0; i < p->g.n_tensors; i++)
+            if (ds_type_block_size(p->g.tensors[i].type) > 1)
+                any_block = true;
+        if (any_block)
+            DS_CHECK(ds_meta_set_u32(p->g.meta, "general.quantization_version", 2));
+        else
+            ds_meta_remove(p->g.meta, "general.quantization_version");
         DS_CHECK(append_provenance(p->g.meta, prov));
     }
     DS_CHECK(ds_gguf_layout(&p->g));
@@ -1037,8 +1163,8 @@ static ds_err emit_kvb_part(struct source *s, struct sink_io *io, const struct l
             memcpy(part + h * v * R, kv + (h * (nope + v) + nope) * R,
                    (size_t)(v * R) * sizeof(float));
     }
-    DS_CHECK(ds_convert_row(ti->type, outb, DS_TYPE_F32, part, (size_t)(ti->nbytes /
-                                                                        ds_type_block_bytes(ti->type))));
+    DS_CHECK(encode_rows(io, ti->type, part, (uint64_t)(ti->ne[1] * ti->ne[2]),
+                         (uint64_t)ti->ne[0], outb));
     DS_CHECK(ds_writer_write(io->w, outb, ti->nbytes));
 out:
     free(kv);
@@ -1047,7 +1173,8 @@ out:
     return rc;
 }
 
-static ds_err write_gguf(struct source *s, struct gplan *p, struct sink_io *io)
+static ds_err write_gguf(struct source *s, struct gplan *p, struct sink_io *io,
+                         const struct ds_convert_opts *opts)
 {
     DS_TRY(ds_gguf_write_header(io->w, &p->g));
     io->total = p->g.data_offset + p->g.data_size;
@@ -1058,18 +1185,37 @@ static ds_err write_gguf(struct source *s, struct gplan *p, struct sink_io *io)
         DS_RETURN_IF(ds_writer_tell(io->w) != start, DS_ERR_STATE,
                      "internal: tensor '%s' at %llu, expected %llu", ti->name,
                      (unsigned long long)ds_writer_tell(io->w), (unsigned long long)start);
+        const float *imp = NULL;
+        io->err2 = io->x2 = 0;
+        io->imp = NULL;
+        if (opts->importance && (o->op == G_COPY || o->op == G_STACK))
+            imp = opts->importance(opts->importance_ud, ti->name,
+                                   ti->ne[0] * (o->op == G_STACK ? ti->ne[2] : 1));
         switch (o->op) {
         case G_COPY:
+            io->imp = imp;
             DS_TRY(emit(s, io, &s->lt[o->src[0]], o->type, ti->name));
             break;
         case G_STACK:
-            for (size_t k = 0; k < o->n_src; k++)
+            for (size_t k = 0; k < o->n_src; k++) {
+                io->imp = imp ? imp + k * (size_t)ti->ne[0] : NULL;
                 DS_TRY(emit(s, io, &s->lt[o->src[k]], o->type, ti->name));
+            }
             break;
         case G_KB:
         case G_VB:
             DS_TRY(emit_kvb_part(s, io, &s->lt[o->src[0]], ti, o->op));
             break;
+        }
+        if (opts->on_tensor) {
+            const struct ltensor *first = &s->lt[o->src[0]];
+            struct ds_tensor_report rep = {
+                .name = ti->name, .type = ti->type, .source_type = first->type,
+                .n_elements = 1, .bytes = ti->nbytes, .sum_err2 = io->err2, .sum_x2 = io->x2,
+                .weighted = imp != NULL, .note = o->note[0] ? o->note : NULL};
+            for (uint32_t d = 0; d < ti->n_dims; d++)
+                rep.n_elements *= (uint64_t)ti->ne[d];
+            opts->on_tensor(opts->report_ud, &rep);
         }
         DS_RETURN_IF(ds_writer_tell(io->w) != start + ti->nbytes, DS_ERR_STATE,
                      "internal: tensor '%s' wrote %llu bytes, expected %llu", ti->name,
@@ -1256,7 +1402,9 @@ ds_err ds_convert(const struct ds_convert_opts *o, struct ds_convert_stats *stat
     struct source s;
     struct gplan p;
     struct ds_convert_stats dummy;
-    struct sink_io io = {.progress = o->progress, .ud = o->progress_ud};
+    struct sink_io io = {.progress = o->progress, .ud = o->progress_ud,
+                         .measure = o->on_tensor != NULL,
+                         .imp_error_only = o->importance_error_only};
     ds_err rc;
 
     memset(&p, 0, sizeof(p));
@@ -1276,9 +1424,9 @@ ds_err ds_convert(const struct ds_convert_opts *o, struct ds_convert_stats *stat
         rc = convert_to_safetensors(&s, o, stats);
         goto out;
     }
-    DS_CHECK(plan_gguf(&s, o->outtype, o->provenance, &p));
+    DS_CHECK(plan_gguf(&s, o->outtype, o->provenance, o, &p));
     DS_CHECK(ds_writer_open(&io.w, o->output, o->write_flags, o->zstd_level, o->threads));
-    DS_CHECK(write_gguf(&s, &p, &io));
+    DS_CHECK(write_gguf(&s, &p, &io, o));
     DS_CHECK(ds_writer_commit(io.w));
     stats->bytes_out = ds_writer_tell(io.w);
     stats->n_tensors_out = p.g.n_tensors;
@@ -1307,7 +1455,7 @@ ds_err ds_convert_inspect(const char *input, int outtype, struct ds_gguf *g, enu
         memset(&s.g, 0, sizeof(s.g));
         goto out;
     }
-    DS_CHECK(plan_gguf(&s, outtype, NULL, &p));
+    DS_CHECK(plan_gguf(&s, outtype, NULL, NULL, &p));
     ds_gguf_release(g);
     *g = p.g;
     for (size_t i = 0; i < p.g.n_tensors; i++)

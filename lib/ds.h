@@ -14,6 +14,7 @@
  *   ds_sample.h       sampling (top-k, top-p, min-p, temperature, seed)
  *   ds_chat.h         DeepSeek chat templates
  *   ds_quant.h        ggml block quantization, dequantization, dot products
+ *   ds_quantize.h     which type each tensor gets (presets, rules, fallbacks)
  */
 #ifndef DS_H
 #define DS_H
@@ -31,6 +32,7 @@
 #include "ds_sample.h"
 #include "ds_chat.h"
 #include "ds_quant.h"
+#include "ds_quantize.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -42,6 +42,17 @@ typedef int (*ds_progress_fn)(void *ud, uint64_t done, uint64_t total, const cha
 
 enum ds_format { DS_FORMAT_GGUF = 0, DS_FORMAT_SAFETENSORS = 1 };
 
+/* One output tensor of a conversion, as written. */
+struct ds_tensor_report {
+    const char *name;
+    enum ds_type type, source_type;
+    uint64_t n_elements, bytes;
+    double sum_err2, sum_x2;  /* sum of (x - written)^2 and of x^2 (importance-weighted
+                                 when an importance matrix applies); 0 for byte copies */
+    bool weighted;            /* the sums above are importance-weighted */
+    const char *note;         /* from type_of, or NULL */
+};
+
 struct ds_convert_opts {
     const char *input;        /* HF dir, .safetensors, index.json, .gguf[.zst]; NULL/"-": stdin */
     const char *output;       /* file or directory; NULL/"-": stdout (GGUF only) */
@@ -54,6 +65,27 @@ struct ds_convert_opts {
     const char *provenance;   /* appended to dskit.provenance, e.g. "ds-convert 0.1.0 --outtype bf16" */
     ds_progress_fn progress;  /* may be NULL */
     void *progress_ud;
+
+    /* ds-quantize. GGUF outputs only; zero values change nothing. */
+    /* The type of each output tensor: called with the output's metadata, the
+     * tensor's GGUF name, ggml shape and the type the rules above give; returns the type to write (a float
+     * or a ggml block type; see ds_quant.h). *note may be set to a short
+     * static text (a fallback, say) that is passed on to on_tensor. */
+    enum ds_type (*type_of)(void *ud, const struct ds_meta *meta, const char *name,
+                            uint32_t n_dims, const int64_t *ne, enum ds_type planned,
+                            const char **note);
+    void *type_ud;
+    bool allow_requantize;    /* quantized inputs may be dequantized and quantized again */
+    int file_type;            /* general.file_type to write (a llama_ftype); -1 or 0: derived */
+    /* Importance of each input column of a tensor (mean squared activation),
+     * or NULL: called per output tensor; for stacked experts the array holds
+     * ne[0] values per expert. Returned memory stays valid until the next call. */
+    const float *(*importance)(void *ud, const char *name, int64_t n);
+    void *importance_ud;
+    bool importance_error_only; /* weight the reported error only, quantize without it */
+    /* Called after each output tensor is written. */
+    void (*on_tensor)(void *ud, const struct ds_tensor_report *r);
+    void *report_ud;
 };
 
 struct ds_convert_stats {

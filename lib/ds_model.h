@@ -79,6 +79,73 @@ void ds_ctx_reset(struct ds_ctx *c);               /* empties the cache */
 ds_err ds_forward(struct ds_ctx *c, const int32_t *tokens, size_t n, float *logits,
                   bool all_logits);
 
+/* ---- importance matrix ----------------------------------------------------- */
+
+/*
+ * Importance-matrix collection for quantization, as llama.cpp's llama-imatrix:
+ * for every weight matrix the forward pass multiplies by, the sum over tokens
+ * of the squared input of each column (in_sum2, ne0 values) and the number of
+ * tokens seen. Stacked tensors keep one matrix per slice: the routed experts
+ * (ffn_*_exps, each over only the tokens routed to it) and the attention heads
+ * of attn_k_b (input: the head's q_nope) and attn_v_b (input: the head's
+ * attended latent). Recorded: attn_q or attn_q_a/attn_q_b, attn_kv_a_mqa,
+ * attn_k_b, attn_v_b, attn_output, ffn_gate_inp, ffn_gate/up/down,
+ * ffn_*_shexp, ffn_*_exps and output.weight (token_embd.weight when the
+ * embeddings are tied), whose input is every token's final normed hidden state
+ * whatever logits ds_forward is asked for. The MTP (nextn) layers do not run
+ * and get no data. Sums are kept in double precision.
+ *
+ *   ds_imatrix_new(m, &im);
+ *   ds_ctx_set_imatrix(c, im);
+ *   for each chunk of calibration text: ds_ctx_reset(c); ds_forward(c, ...);
+ *   ds_imatrix_save(im, "imatrix.gguf", "calibration.txt", n_chunks, chunk_size);
+ *
+ * File format (llama.cpp's GGUF imatrix, tools/imatrix; llama-quantize reads
+ * it): GGUF v3 with the keys general.type = "imatrix", imatrix.datasets
+ * (array of strings: the datasets of a loaded file, then the new one),
+ * imatrix.chunk_count and imatrix.chunk_size (uint32); and for each matrix
+ * NAME that has data, by name in byte order, two F32 tensors:
+ * "NAME.in_sum2" {ne0, n_mat} (the sums of squares, n_mat = 1, the number of
+ * experts, or of heads) and "NAME.counts" {1, n_mat} (tokens seen per matrix).
+ * Other tensors (llama.cpp's optional NAME.in_sum) are ignored on loading.
+ */
+struct ds_imatrix;
+
+/* An empty collector for the weight matrices of m, which must outlive it.
+ * Free with ds_imatrix_free(). */
+ds_err ds_imatrix_new(const struct ds_model *m, struct ds_imatrix **out);
+void ds_imatrix_free(struct ds_imatrix *im); /* accepts NULL */
+
+/* While set, ds_forward on c adds the inputs of every matrix product to im
+ * (NULL: stop). im must come from ds_imatrix_new() on c's model, and be set on
+ * one context at a time. When none is set the forward pass does no extra work. */
+void ds_ctx_set_imatrix(struct ds_ctx *c, struct ds_imatrix *im);
+
+/* Writes im to path (NULL or "-": stdout) in the format above, atomically
+ * (ds_writer_open; an existing file is replaced, ".zst" compresses).
+ * dataset (may be NULL) is appended to imatrix.datasets; chunk_count and
+ * chunk_size (in [0, 2^32)) are stored as they are. DS_ERR_STATE when no
+ * matrix has data yet. */
+ds_err ds_imatrix_save(const struct ds_imatrix *im, const char *path, const char *dataset,
+                       int64_t chunk_count, int64_t chunk_size);
+
+/* Reads a file written by ds_imatrix_save() or llama-imatrix (GGUF format;
+ * zstd too); a single count for a stacked tensor (older files) applies to
+ * each matrix. A loaded collector is for ds_imatrix_get() and saving, not for
+ * ds_ctx_set_imatrix(). DS_ERR_FORMAT names the problem: another
+ * general.type, a sum without counts, shapes that disagree, non-F32 data,
+ * negative or non-finite values. */
+ds_err ds_imatrix_load(const char *path, struct ds_imatrix **out);
+
+/* The mean squared input of each column of tensor name (its GGUF name, e.g.
+ * "blk.1.ffn_down_exps.weight"): n = ne0 x n_mat values, matrix after matrix,
+ * each in_sum2 / count in float (as llama-quantize computes them). A matrix
+ * that saw no tokens (an expert never routed to) gets 1.0 for every column,
+ * so that it quantizes as without an imatrix. NULL when the tensor has no
+ * data at all, is unknown, or n does not match. Borrowed: valid until the
+ * next call on im. (ds_convert_opts.importance can call it.) */
+const float *ds_imatrix_get(struct ds_imatrix *im, const char *name, int64_t n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -12,7 +12,12 @@
  *   x = RMSNorm(h); h += dense FFN(x) or MoE(x)
  * and logits = W_out RMSNorm(h). A batch of T tokens is processed in chunks
  * of at most UBATCH rows; the cache makes chunks causal with each other.
+ *
+ * With an importance-matrix collector set (ds_ctx_set_imatrix), the input rows
+ * of every matrix product go to it (imatrix_impl.h), always outside parallel
+ * regions; without one, each hook is a NULL check.
  */
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +27,7 @@
 
 #include "ds_model.h"
 #include "error_impl.h"
+#include "imatrix_impl.h"
 #include "kernels_impl.h"
 #include "model_impl.h"
 
@@ -48,6 +54,7 @@ struct ds_ctx {
     int32_t *etok;      /* (ub) rows routed to one expert */
     float *ew;          /* (ub) their routing weights */
     float *att;         /* (nthr, HEAD_BLOCK, n_ctx) */
+    struct ds_imatrix *im; /* borrowed; NULL: no collection */
 };
 
 static int max_threads(void)
@@ -184,6 +191,20 @@ void ds_ctx_reset(struct ds_ctx *c)
     c->pos = 0;
 }
 
+void ds_ctx_set_imatrix(struct ds_ctx *c, struct ds_imatrix *im)
+{
+    assert(!im || ds_imatrix_model(im) == c->m);
+    c->im = im && ds_imatrix_model(im) == c->m ? im : NULL;
+}
+
+/* Rows x (T, ldx) into the collector, if any: matrix mat of (layer, slot). */
+static void record(struct ds_ctx *c, int64_t layer, enum ds_im_slot slot, int64_t mat,
+                   const float *x, int64_t ldx, int64_t T)
+{
+    if (c->im)
+        ds_imatrix_add(c->im, layer, slot, mat, x, ldx, T);
+}
+
 /* ---- attention ---------------------------------------------------------------------- */
 
 static void attention(struct ds_ctx *c, const struct ds_layer *L, int64_t layer, int64_t T,
@@ -205,19 +226,26 @@ static void attention(struct ds_ctx *c, const struct ds_layer *L, int64_t layer,
     // x (T,d) -> q (T, H, dqk)
     if (hp->q_lora_rank > 0) {
         int64_t rq = hp->q_lora_rank;
+        record(c, layer, DS_IM_Q_A, 0, c->x, d, T);
         ds_matmul(c->qa, rq, c->x, d, L->q_a.data, L->q_a.type, T, rq, d);
         ds_rmsnorm(c->qa, rq, c->qa, rq, L->q_a_norm, T, rq, eps);
+        record(c, layer, DS_IM_Q_B, 0, c->qa, rq, T);
         ds_matmul(c->q, H * dqk, c->qa, rq, L->q_b.data, L->q_b.type, T, H * dqk, rq);
     } else {
+        record(c, layer, DS_IM_Q, 0, c->x, d, T);
         ds_matmul(c->q, H * dqk, c->x, d, L->q.data, L->q.type, T, H * dqk, d);
     }
     // x -> cache rows [c | k_pe] (T, Dc): normalised latent, rotated shared key
+    record(c, layer, DS_IM_KV_A, 0, c->x, d, T);
     ds_matmul(rows, Dc, c->x, d, L->kv_a.data, L->kv_a.type, T, Dc, d);
     ds_rmsnorm(rows, Dc, rows, Dc, L->kv_a_norm, T, R, eps);
     for (int64_t t = 0; t < T; t++)
         ds_rope(rows + t * Dc + R, 1, Dc, rope, p0 + t, m->freqs);
 
     // q_nope[t][h] (nope) -> qcat[t][h][0:R] = k_b[h] (R, nope) . q_nope
+    if (c->im)
+        for (int64_t h = 0; h < H; h++)
+            record(c, layer, DS_IM_K_B, h, c->q + h * dqk, H * dqk, T);
     DS_OMP(omp parallel for schedule(static) if (T * H * R * nope >= (1 << 15)))
     for (int64_t h = 0; h < H; h++)
         ds_matmul(c->qcat + h * Dc, H * Dc, c->q + h * dqk, H * dqk, ds_weight_mat(&L->k_b, h),
@@ -240,10 +268,14 @@ static void attention(struct ds_ctx *c, const struct ds_layer *L, int64_t layer,
     }
 
     // lat[t][h] (R) -> o[t][h] = v_b[h] (dv, R) . lat
+    if (c->im)
+        for (int64_t h = 0; h < H; h++)
+            record(c, layer, DS_IM_V_B, h, c->lat + h * R, H * R, T);
     DS_OMP(omp parallel for schedule(static) if (T * H * R * dv >= (1 << 15)))
     for (int64_t h = 0; h < H; h++)
         ds_matmul(c->o + h * dv, H * dv, c->lat + h * R, H * R, ds_weight_mat(&L->v_b, h),
                   L->v_b.type, T, dv, R);
+    record(c, layer, DS_IM_WO, 0, c->o, H * dv, T);
     ds_matmul(c->tmp, d, c->o, H * dv, L->wo.data, L->wo.type, T, d, H * dv);
     for (int64_t i = 0; i < T * d; i++)
         c->h[i] += c->tmp[i];
@@ -251,15 +283,20 @@ static void attention(struct ds_ctx *c, const struct ds_layer *L, int64_t layer,
 
 /* ---- feed-forward -------------------------------------------------------------------- */
 
-/* x (T,d) -> y (T,d) = down (silu(gate x) * up x); gate, up (I,d), down (d,I). */
+/* x (T,d) -> y (T,d) = down (silu(gate x) * up x); gate, up (I,d), down (d,I).
+ * Inputs are recorded as matrix mat of slots gate, gate + 1 (up), gate + 2
+ * (down) of layer l. */
 static void mlp(struct ds_ctx *c, float *y, const float *x, int64_t T, const void *wg,
                 const void *wu, const void *wd, enum ds_type tg, enum ds_type tu,
-                enum ds_type td, int64_t I)
+                enum ds_type td, int64_t I, int64_t l, enum ds_im_slot gate, int64_t mat)
 {
     const int64_t d = c->m->hp.hidden_size;
+    record(c, l, gate, mat, x, d, T);
+    record(c, l, (enum ds_im_slot)(gate + 1), mat, x, d, T);
     ds_matmul(c->g, I, x, d, wg, tg, T, I, d);
     ds_matmul(c->u, I, x, d, wu, tu, T, I, d);
     ds_silu_mul(c->g, c->u, T * I);
+    record(c, l, (enum ds_im_slot)(gate + 2), mat, c->g, I, T);
     ds_matmul(y, d, c->g, I, wd, td, T, d, I);
 }
 
@@ -336,13 +373,14 @@ static void route(const struct ds_model *m, const struct ds_layer *L, float *s, 
 }
 
 /* x (T,d) -> acc (T,d) = shared(x) + sum_j w_j expert_{idx_j}(x) */
-static void moe(struct ds_ctx *c, const struct ds_layer *L, int64_t T)
+static void moe(struct ds_ctx *c, const struct ds_layer *L, int64_t l, int64_t T)
 {
     const struct ds_model *m = c->m;
     const struct ds_hparams *hp = &m->hp;
     const int64_t d = hp->hidden_size, E = hp->n_routed_experts, k = hp->n_experts_per_tok,
                   Ie = hp->moe_intermediate_size, G = hp->n_group;
 
+    record(c, l, DS_IM_GATE_INP, 0, c->x, d, T);
     ds_matmul(c->rs, E, c->x, d, L->gate_inp.data, L->gate_inp.type, T, E, d);
     DS_OMP(omp parallel for schedule(static) if (T * E >= 4096))
     for (int64_t t = 0; t < T; t++)
@@ -350,7 +388,7 @@ static void moe(struct ds_ctx *c, const struct ds_layer *L, int64_t T)
 
     if (L->gate_sh.data)
         mlp(c, c->acc, c->x, T, L->gate_sh.data, L->up_sh.data, L->down_sh.data, L->gate_sh.type,
-            L->up_sh.type, L->down_sh.type, hp->n_shared_experts * Ie);
+            L->up_sh.type, L->down_sh.type, hp->n_shared_experts * Ie, l, DS_IM_GATE_SH, 0);
     else
         memset(c->acc, 0, (size_t)(T * d) * sizeof(float));
 
@@ -370,7 +408,7 @@ static void moe(struct ds_ctx *c, const struct ds_layer *L, int64_t T)
             continue;
         mlp(c, c->yg, c->xg, cnt, ds_weight_mat(&L->gate_exps, e), ds_weight_mat(&L->up_exps, e),
             ds_weight_mat(&L->down_exps, e), L->gate_exps.type, L->up_exps.type,
-            L->down_exps.type, Ie);
+            L->down_exps.type, Ie, l, DS_IM_GATE_EXPS, e);
         for (int64_t i = 0; i < cnt; i++) {
             float *a = c->acc + (int64_t)c->etok[i] * d;
             const float *yv = c->yg + i * d, wv = c->ew[i];
@@ -398,15 +436,20 @@ static void forward_chunk(struct ds_ctx *c, const int32_t *tokens, int64_t T, in
         attention(c, L, l, T, p0);
         ds_rmsnorm(c->x, d, c->h, d, L->ffn_norm, T, d, eps);
         if (L->moe) {
-            moe(c, L, T);
+            moe(c, L, l, T);
             for (int64_t i = 0; i < T * d; i++)
                 c->h[i] += c->acc[i];
         } else {
             mlp(c, c->tmp, c->x, T, L->ffn_gate.data, L->ffn_up.data, L->ffn_down.data,
-                L->ffn_gate.type, L->ffn_up.type, L->ffn_down.type, hp->intermediate_size);
+                L->ffn_gate.type, L->ffn_up.type, L->ffn_down.type, hp->intermediate_size, l,
+                DS_IM_GATE, 0);
             for (int64_t i = 0; i < T * d; i++)
                 c->h[i] += c->tmp[i];
         }
+    }
+    if (c->im) { // every row, whatever logits are asked for
+        ds_rmsnorm(c->x, d, c->h, d, m->output_norm, T, d, eps);
+        record(c, DS_IM_OUTPUT, 0, 0, c->x, d, T);
     }
     if (!logits)
         return;

@@ -2,8 +2,10 @@
  * kernels.c - numeric kernels of the forward pass; see kernels_impl.h.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "ds_quant.h"
 #include "kernels_impl.h"
 
 /* Work (multiply-adds) below which a kernel stays on one thread. */
@@ -49,14 +51,50 @@ static void load_f32(float *dst, const void *row, enum ds_type t, int64_t k0, in
     }
 }
 
+size_t ds_kernel_row_bytes(enum ds_type t, int64_t K)
+{
+    int64_t b = ds_type_block_size(t);
+    return b > 0 ? (size_t)(K / b) * ds_type_block_bytes(t) : 0;
+}
+
 static inline const void *row_ptr(const void *w, enum ds_type t, int64_t r, int64_t K)
 {
-    return (const unsigned char *)w + (size_t)r * (size_t)K * ds_kernel_type_size(t);
+    return (const unsigned char *)w + (size_t)r * ds_kernel_row_bytes(t, K);
 }
 
 void ds_row_to_f32(float *dst, const void *w, enum ds_type wt, int64_t r, int64_t K)
 {
-    load_f32(dst, row_ptr(w, wt, r, K), wt, 0, K);
+    if (ds_quant_supported(wt))
+        ds_dequantize_row(wt, row_ptr(w, wt, r, K), dst, K);
+    else
+        load_f32(dst, row_ptr(w, wt, r, K), wt, 0, K);
+}
+
+/* Block-quantized weights: the activations are quantized to the weight
+ * type's activation type (q8_0 or q8_K) once per row of x, then each output
+ * is one quantized dot product, as llama.cpp computes. */
+static void matmul_quant(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w,
+                         enum ds_type wt, int64_t T, int64_t N, int64_t K)
+{
+    enum ds_type vt = ds_quant_vec_type(wt);
+    size_t qrow = ds_kernel_row_bytes(vt, K), wrow = ds_kernel_row_bytes(wt, K);
+    unsigned char *qx = malloc((size_t)T * qrow + 1);
+    double work = (double)T * (double)N * (double)K;
+    (void)work;
+
+    if (!qx) { // no memory: compute from dequantized rows instead
+        ds_matmul_ref(y, ldy, x, ldx, w, wt, T, N, K);
+        return;
+    }
+    for (int64_t t = 0; t < T; t++)
+        ds_quantize_vec(vt, x + t * ldx, qx + (size_t)t * qrow, K);
+    DS_OMP(omp parallel for schedule(static) if (work >= PAR_WORK))
+    for (int64_t n = 0; n < N; n++) {
+        const void *wr = (const unsigned char *)w + (size_t)n * wrow;
+        for (int64_t t = 0; t < T; t++)
+            y[t * ldy + n] = ds_quant_dot(wt, wr, qx + (size_t)t * qrow, K);
+    }
+    free(qx);
 }
 
 /* ---- matmul ----------------------------------------------------------------------- */
@@ -182,6 +220,10 @@ void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w
             memset(y + t * ldy, 0, (size_t)N * sizeof(float));
         return;
     }
+    if (ds_quant_supported(wt)) {
+        matmul_quant(y, ldy, x, ldx, w, wt, T, N, K);
+        return;
+    }
     DS_OMP(omp parallel for schedule(static) if (work >= PAR_WORK))
     for (int64_t b = 0; b < nblk; b++) {
         int64_t n0 = b * MM_NB;
@@ -202,6 +244,24 @@ static inline float elem_f32(const void *w, enum ds_type t, size_t i)
 void ds_matmul_ref(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w,
                    enum ds_type wt, int64_t T, int64_t N, int64_t K)
 {
+    if (ds_quant_supported(wt)) {
+        /* the dequantized weights in double: what matmul_quant approximates
+         * (its activations are quantized to 8 bits) */
+        float *row = malloc((size_t)K * sizeof(float) + 1);
+        if (!row)
+            return;
+        for (int64_t n = 0; n < N; n++) {
+            ds_dequantize_row_ref(wt, row_ptr(w, wt, n, K), row, K);
+            for (int64_t t = 0; t < T; t++) {
+                double s = 0;
+                for (int64_t k = 0; k < K; k++)
+                    s += (double)x[t * ldx + k] * row[k];
+                y[t * ldy + n] = (float)s;
+            }
+        }
+        free(row);
+        return;
+    }
     for (int64_t t = 0; t < T; t++)
         for (int64_t n = 0; n < N; n++) {
             double s = 0;

@@ -9,8 +9,10 @@
  * OpenMP threads; each output element is computed by one thread in a fixed
  * order, so results do not depend on the thread count.
  *
- * Weights are rows of F32, F16 or BF16 values (a GGUF matrix {K, N} is N rows
- * of K elements); activations and accumulation are float32.
+ * Weights are rows of F32, F16 or BF16 values, or of ggml blocks (ds_quant.h;
+ * then activations are quantized to 8 bits per block for the dot products, as
+ * llama.cpp does). A GGUF matrix {K, N} is N rows of K elements; activations
+ * and accumulation are float32.
  */
 #ifndef DS_KERNELS_IMPL_H
 #define DS_KERNELS_IMPL_H
@@ -31,6 +33,9 @@
 /* Bytes of one element of a weight type usable by the kernels (F32, F16,
  * BF16); 0 for any other type. */
 size_t ds_kernel_type_size(enum ds_type t);
+
+/* Bytes of one row of K elements of type t (any ggml type). */
+size_t ds_kernel_row_bytes(enum ds_type t, int64_t K);
 
 /* w (N,K) of type wt, row r -> dst (K) as float. */
 void ds_row_to_f32(float *dst, const void *w, enum ds_type wt, int64_t r, int64_t K);

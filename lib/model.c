@@ -11,6 +11,7 @@
 #include "ds_model.h"
 #include "error_impl.h"
 #include "kernels_impl.h"
+#include "ds_quant.h"
 #include "model_impl.h"
 
 #define ARCH "deepseek2"
@@ -89,8 +90,11 @@ static ds_err lookup(struct binder *b, const char *name, const int64_t *exp, int
                  "'%s': tensor '%s' is f8_e4m3, which the forward pass cannot use yet; "
                  "convert with --outtype bf16",
                  m->name, name);
+    if (es == 0 && ds_quant_supported(t->type))
+        es = 1; /* block types: byte rows */
     DS_RETURN_IF(es == 0, DS_ERR_UNSUPPORTED,
-                 "'%s': tensor '%s' has type %s; the forward pass supports f32, f16 and bf16",
+                 "'%s': tensor '%s' has type %s; the forward pass supports f32, f16, bf16 and "
+                 "the ggml block types of ds-quantize",
                  m->name, name, ds_type_name(t->type));
     for (int d = 0; d < DS_MAX_DIMS; d++) {
         int64_t want = d < n_exp ? exp[d] : 1;

@@ -29,8 +29,8 @@ struct ds_weight {
 /* Matrix e of a stack (a routed expert, an attention head). */
 static inline const void *ds_weight_mat(const struct ds_weight *w, int64_t e)
 {
-    size_t es = w->type == DS_TYPE_F32 ? 4 : 2;
-    return (const unsigned char *)w->data + (size_t)e * (size_t)w->ne[0] * (size_t)w->ne[1] * es;
+    size_t row = (size_t)(w->ne[0] / ds_type_block_size(w->type)) * ds_type_block_bytes(w->type);
+    return (const unsigned char *)w->data + (size_t)e * (size_t)w->ne[1] * row;
 }
 
 struct ds_layer {

@@ -26,7 +26,7 @@ is_binary_reader() {
 # binary writer that cannot run on its model alone gets a line here.
 needed_opts() {
     case $1 in
-    # ds-example) echo "--type q8_0" ;;
+    ds-quantize) echo "-t q8_0" ;;
     *) ;;
     esac
 }

@@ -296,3 +296,14 @@ bad() { # bad INPUT PATTERN
         [ -z "$(leftovers)" ]
     done
 }
+
+@test "GGUF to GGUF keeps llama.cpp's attn_k_b/attn_v_b split" {
+    run -0 ds-convert --outtype f32 "$V3" -o a.gguf
+    run -0 bash -c "ds-convert a.gguf | ds-convert -o b.gguf"
+    run -0 ds-convert --list b.gguf
+    assert_output --partial "blk.0.attn_k_b.weight"
+    refute_output --partial "attn_kv_b"
+    run -0 ds-convert --outtype f16 a.gguf -o c.gguf
+    run -0 ds-convert --list c.gguf
+    assert_output --regexp 'blk.0.attn_k_b.weight +f16'
+}

@@ -18,23 +18,6 @@ model() {
     echo "$g"
 }
 
-# reference tokens of a checkpoint, comma-separated
-ref_tokens() {
-    tr -d ' \n' < "$1/reference.json" | sed 's/.*"tokens":\[\([0-9,]*\)\].*/\1/'
-}
-
-# compare A B N_VOCAB: prints "rel=<max|a-b|/max|b|> agree=<fraction of rows with equal argmax>"
-compare_logits() {
-    paste <(od -An -v -f -w4 "$1") <(od -An -v -f -w4 "$2") | awk -v V="$3" '
-        { a = $1 + 0; b = $2 + 0; d = a - b; if (d < 0) d = -d; if (d > md) md = d
-          m = b < 0 ? -b : b; if (m > mb) mb = m
-          j = (NR - 1) % V
-          if (j == 0 || a > ba) { ba = a; ia = j }
-          if (j == 0 || b > bb) { bb = b; ib = j }
-          if (j == V - 1) { rows++; if (ia == ib) same++ } }
-        END { printf "rel=%.3g agree=%.4f rows=%d\n", md / mb, same / rows, rows }'
-}
-
 @test "ds-run --dump-logits matches DeepSeek's reference logits (F32: 1e-3, BF16: 5e-2)" {
     local m tok out
     for m in v2 v3; do

@@ -1078,7 +1078,7 @@ static ds_err rewrite_gguf(const char *in, const char *out, enum rewrite_mode mo
             continue;
         }
         if (mode == RW_Q8_OUTPUT && !strcmp(t->name, "output.weight")) {
-            if ((rc = ds_gguf_add_tensor(&ng, t->name, DS_TYPE_Q8_0, t->n_dims, t->ne)))
+            if ((rc = ds_gguf_add_tensor(&ng, t->name, DS_TYPE_Q8_1, t->n_dims, t->ne)))
                 goto out;
         } else if ((rc = ds_gguf_add_tensor(&ng, t->name, t->type, t->n_dims, t->ne))) {
             goto out;
@@ -1589,9 +1589,10 @@ TEST(load_errors)
     ASSERT_ERR(ds_model_load(tmp("drop.gguf"), &m), DS_ERR_NOT_FOUND);
     ASSERT_MSG(strstr(ds_errmsg(), "'blk.1.ffn_norm.weight' is missing"), "%s", ds_errmsg());
 
+    /* q8_1 is llama.cpp's activation format, never a weight type */
     ASSERT_OK(rewrite_gguf(tmp("tiny-v2lite-f32.gguf"), tmp("q8.gguf"), RW_Q8_OUTPUT));
     ASSERT_ERR(ds_model_load(tmp("q8.gguf"), &m), DS_ERR_UNSUPPORTED);
-    ASSERT_MSG(strstr(ds_errmsg(), "'output.weight' has type q8_0"), "%s", ds_errmsg());
+    ASSERT_MSG(strstr(ds_errmsg(), "'output.weight' has type q8_1"), "%s", ds_errmsg());
 
     ASSERT_ERR(ds_model_load(tmp("no-such.gguf"), &m), DS_ERR_NOT_FOUND);
     ASSERT_ERR(ds_model_load(test_data("tiny-v2lite/config.json"), &m), DS_ERR_FORMAT);

@@ -1,0 +1,170 @@
+/* quant.c - the public block quantization API, dispatched per type. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ds_quant.h"
+#include "error_impl.h"
+#include "quant_impl.h"
+#include "ds_banned.h"
+
+static const struct ds_qtype *qtype(enum ds_type t)
+{
+    const struct ds_qtype *q = ds_qtype_legacy(t);
+    return q ? q : ds_qtype_k(t);
+}
+
+bool ds_quant_supported(enum ds_type t)
+{
+    return qtype(t) != NULL;
+}
+
+static ds_err check_row(enum ds_type t, int64_t n)
+{
+    int64_t b = ds_type_block_size(t);
+    DS_RETURN_IF(!qtype(t), DS_ERR_UNSUPPORTED, "quantization type %s is not supported",
+                 ds_type_name(t));
+    DS_RETURN_IF(n < 0 || b <= 0 || n % b, DS_ERR_ARG,
+                 "a row of %lld elements does not fit %s blocks of %lld", (long long)n,
+                 ds_type_name(t), (long long)b);
+    return DS_OK;
+}
+
+ds_err ds_quantize_row(enum ds_type t, const float *x, void *dst, int64_t n,
+                       const float *imatrix)
+{
+    DS_TRY(check_row(t, n));
+    qtype(t)->quantize(x, dst, n, imatrix);
+    return DS_OK;
+}
+
+ds_err ds_quantize_row_ref(enum ds_type t, const float *x, void *dst, int64_t n,
+                           const float *imatrix)
+{
+    DS_TRY(check_row(t, n));
+    qtype(t)->quantize_ref(x, dst, n, imatrix);
+    return DS_OK;
+}
+
+static bool plain(enum ds_type t)
+{
+    return t == DS_TYPE_F32 || t == DS_TYPE_F16 || t == DS_TYPE_BF16 || t == DS_TYPE_F8_E4M3;
+}
+
+ds_err ds_dequantize_row(enum ds_type t, const void *src, float *y, int64_t n)
+{
+    if (plain(t))
+        return ds_convert_row(DS_TYPE_F32, y, t, src, (size_t)n);
+    DS_TRY(check_row(t, n));
+    qtype(t)->dequantize(src, y, n);
+    return DS_OK;
+}
+
+ds_err ds_dequantize_row_ref(enum ds_type t, const void *src, float *y, int64_t n)
+{
+    if (plain(t))
+        return ds_convert_row(DS_TYPE_F32, y, t, src, (size_t)n);
+    DS_TRY(check_row(t, n));
+    qtype(t)->dequantize_ref(src, y, n);
+    return DS_OK;
+}
+
+enum ds_type ds_quant_vec_type(enum ds_type t)
+{
+    const struct ds_qtype *q = qtype(t);
+    return q ? q->vec_type : DS_TYPE_F32;
+}
+
+ds_err ds_quantize_vec(enum ds_type vt, const float *x, void *dst, int64_t n)
+{
+    DS_RETURN_IF(vt != DS_TYPE_Q8_0 && vt != DS_TYPE_Q8_K, DS_ERR_ARG,
+                 "activations are quantized to q8_0 or q8_K, not %s", ds_type_name(vt));
+    DS_RETURN_IF(n < 0 || n % ds_type_block_size(vt), DS_ERR_ARG,
+                 "a row of %lld elements does not fit %s blocks", (long long)n,
+                 ds_type_name(vt));
+    if (vt == DS_TYPE_Q8_0)
+        ds_quantize_q8_0(x, dst, n);
+    else
+        ds_quantize_q8_k(x, dst, n);
+    return DS_OK;
+}
+
+float ds_quant_dot(enum ds_type t, const void *row, const void *qx, int64_t n)
+{
+    const struct ds_qtype *q = qtype(t);
+    return q ? q->dot(row, qx, n) : 0.0f;
+}
+
+float ds_quant_dot_ref(enum ds_type t, const void *row, const void *qx, int64_t n)
+{
+    const struct ds_qtype *q = qtype(t);
+    return q ? q->dot_ref(row, qx, n) : 0.0f;
+}
+
+float ds_quant_dot_f32(enum ds_type t, const void *row, const float *x, int64_t n)
+{
+    float y[256], sum = 0.0f;
+    int64_t b = ds_type_block_size(t);
+    size_t bb = ds_type_block_bytes(t);
+    const struct ds_qtype *q = qtype(t);
+
+    if (!q || b <= 0 || b > 256)
+        return 0.0f;
+    for (int64_t i = 0; i < n; i += b) {
+        q->dequantize((const char *)row + (size_t)(i / b) * bb, y, b);
+        for (int64_t j = 0; j < b; j++)
+            sum += y[j] * x[i + j];
+    }
+    return sum;
+}
+
+ds_err ds_quant_error(enum ds_type t, const float *x, const void *qrow, int64_t n,
+                      const float *imatrix, double *sum_err2, double *sum_x2)
+{
+    float *y = ds_malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    double e2 = 0, x2 = 0;
+    ds_err rc;
+    if (!y)
+        return DS_ERR_NOMEM;
+    rc = ds_dequantize_row(t, qrow, y, n);
+    for (int64_t i = 0; rc == DS_OK && i < n; i++) {
+        double w = imatrix ? imatrix[i] : 1.0, d = (double)x[i] - y[i];
+        e2 += w * d * d;
+        x2 += w * (double)x[i] * x[i];
+    }
+    free(y);
+    if (sum_err2)
+        *sum_err2 = e2;
+    if (sum_x2)
+        *sum_x2 = x2;
+    return rc;
+}
+
+int ds_simd_level(void)
+{
+    static int level = -1;
+    if (level < 0) {
+        int l = 0;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+        __builtin_cpu_init();
+        /* every AVX2 CPU has F16C (and clang 14 does not know the "f16c" name) */
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+            l = 1;
+        if (l == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl"))
+            l = 2;
+#endif
+        const char *cap = getenv("DS_SIMD");
+        if (cap && !strcmp(cap, "scalar"))
+            l = 0;
+        else if (cap && !strcmp(cap, "avx2") && l > 1)
+            l = 1;
+        level = l;
+    }
+    return level;
+}
+
+const char *ds_quant_simd(void)
+{
+    static const char *const names[] = {"scalar", "avx2", "avx512"};
+    return names[ds_simd_level()];
+}
