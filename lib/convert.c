@@ -797,17 +797,28 @@ static ds_err encode_rows(struct sink_io *io, enum ds_type dst, const float *f, 
                 io->x2 += (io->imp ? io->imp[i % cols] : 1.0) * (double)f[i] * f[i];
         return DS_OK;
     }
+    /* rows are independent: quantize them in parallel, sum the errors */
+    double err2 = 0, x2sum = 0;
+    int failed = 0;
+    const float *qimp = io->imp_error_only ? NULL : io->imp;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 4) reduction(+ : err2, x2sum, failed) \
+    if (nr * cols >= (1u << 16))
+#endif
     for (uint64_t r = 0; r < nr; r++) {
-        double e2, x2;
+        double e2 = 0, x2 = 0;
         void *q = (char *)out + r * rowb;
-        DS_TRY(ds_quantize_row(dst, f + r * cols, q, (int64_t)cols,
-                               io->imp_error_only ? NULL : io->imp));
-        if (!io->measure)
-            continue;
-        DS_TRY(ds_quant_error(dst, f + r * cols, q, (int64_t)cols, io->imp, &e2, &x2));
-        io->err2 += e2;
-        io->x2 += x2;
+        if (ds_quantize_row(dst, f + r * cols, q, (int64_t)cols, qimp) != DS_OK ||
+            (io->measure &&
+             ds_quant_error(dst, f + r * cols, q, (int64_t)cols, io->imp, &e2, &x2) != DS_OK))
+            failed++;
+        err2 += e2;
+        x2sum += x2;
     }
+    DS_RETURN_IF(failed, DS_ERR_NOMEM, "quantizing %llu rows to %s failed",
+                 (unsigned long long)nr, ds_type_name(dst));
+    io->err2 += err2;
+    io->x2 += x2sum;
     return DS_OK;
 }
 

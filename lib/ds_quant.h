@@ -7,8 +7,9 @@
  *
  * A row holds n elements, n a multiple of the type's block size; its bytes
  * are n / block_size * block_bytes. Activations for dot products are either
- * float, or quantized to 8 bits per block as llama.cpp does (Q8_0 for the
- * 32-element types, Q8_K for the K and IQ4_XS types): ds_quant_vec_type()
+ * float, or quantized to 8 bits per block as llama.cpp does (Q8_1 for Q4_1
+ * and Q5_1, whose min term uses Q8_1's stored d * sum(q); Q8_0 for the other
+ * 32-element types; Q8_K for the K and IQ4_XS types): ds_quant_vec_type()
  * names the activation type of a weight type.
  *
  * Every kernel has a scalar *_ref twin, compared in the tests; optimised
@@ -47,7 +48,7 @@ ds_err ds_dequantize_row(enum ds_type t, const void *src, float *y, int64_t n);
 ds_err ds_dequantize_row_ref(enum ds_type t, const void *src, float *y, int64_t n);
 
 /* The type activations are quantized to for dot products with rows of t
- * (DS_TYPE_Q8_0 or DS_TYPE_Q8_K); DS_TYPE_F32 for plain types. */
+ * (DS_TYPE_Q8_0, DS_TYPE_Q8_1 or DS_TYPE_Q8_K); DS_TYPE_F32 for plain types. */
 enum ds_type ds_quant_vec_type(enum ds_type t);
 
 /* Quantizes activations x (n floats) to vt = ds_quant_vec_type(t). */

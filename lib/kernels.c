@@ -71,7 +71,7 @@ void ds_row_to_f32(float *dst, const void *w, enum ds_type wt, int64_t r, int64_
 }
 
 /* Block-quantized weights: the activations are quantized to the weight
- * type's activation type (q8_0 or q8_K) once per row of x, then each output
+ * type's activation type (q8_0, q8_1 or q8_K) once per row of x, then each output
  * is one quantized dot product, as llama.cpp computes. */
 static void matmul_quant(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w,
                          enum ds_type wt, int64_t T, int64_t N, int64_t K)

@@ -76,13 +76,15 @@ enum ds_type ds_quant_vec_type(enum ds_type t)
 
 ds_err ds_quantize_vec(enum ds_type vt, const float *x, void *dst, int64_t n)
 {
-    DS_RETURN_IF(vt != DS_TYPE_Q8_0 && vt != DS_TYPE_Q8_K, DS_ERR_ARG,
-                 "activations are quantized to q8_0 or q8_K, not %s", ds_type_name(vt));
+    DS_RETURN_IF(vt != DS_TYPE_Q8_0 && vt != DS_TYPE_Q8_1 && vt != DS_TYPE_Q8_K, DS_ERR_ARG,
+                 "activations are quantized to q8_0, q8_1 or q8_K, not %s", ds_type_name(vt));
     DS_RETURN_IF(n < 0 || n % ds_type_block_size(vt), DS_ERR_ARG,
                  "a row of %lld elements does not fit %s blocks", (long long)n,
                  ds_type_name(vt));
     if (vt == DS_TYPE_Q8_0)
         ds_quantize_q8_0(x, dst, n);
+    else if (vt == DS_TYPE_Q8_1)
+        ds_quantize_q8_1(x, dst, n);
     else
         ds_quantize_q8_k(x, dst, n);
     return DS_OK;

@@ -2,9 +2,9 @@
  * quant_impl.h - per-type tables of the block quantization kernels (internal).
  *
  * quant_legacy.c holds the 32-element types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
- * IQ4_NL) and the Q8_0 activation format; quant_k.c the 256-element types
- * (Q2_K .. Q6_K, IQ4_XS) and Q8_K. quant.c dispatches the public API of
- * ds_quant.h through these tables. Every function pointer is set; an
+ * IQ4_NL) and the Q8_0 and Q8_1 activation formats; quant_k.c the
+ * 256-element types (Q2_K .. Q6_K, IQ4_XS) and Q8_K. quant.c dispatches the
+ * public API of ds_quant.h through these tables. Every function pointer is set; an
  * optimised entry may point to the same function as its _ref twin when there
  * is nothing to optimise.
  *
@@ -19,7 +19,7 @@
 
 struct ds_qtype {
     enum ds_type type;
-    enum ds_type vec_type; /* activation type for dot: DS_TYPE_Q8_0 or DS_TYPE_Q8_K */
+    enum ds_type vec_type; /* activation type for dot: DS_TYPE_Q8_0, _Q8_1 or _Q8_K */
     /* x (n), imatrix (n) or NULL -> dst (row of type) */
     void (*quantize)(const float *x, void *dst, int64_t n, const float *imatrix);
     void (*quantize_ref)(const float *x, void *dst, int64_t n, const float *imatrix);
@@ -35,9 +35,10 @@ struct ds_qtype {
 const struct ds_qtype *ds_qtype_legacy(enum ds_type t);
 const struct ds_qtype *ds_qtype_k(enum ds_type t);
 
-/* Activation quantizers, as llama.cpp's quantize_row_q8_0 / q8_K:
- * x (n) -> dst (row of Q8_0 / Q8_K). */
+/* Activation quantizers, as llama.cpp's quantize_row_q8_0 / q8_1 / q8_K:
+ * x (n) -> dst (row of Q8_0 / Q8_1 / Q8_K). */
 void ds_quantize_q8_0(const float *x, void *dst, int64_t n);
+void ds_quantize_q8_1(const float *x, void *dst, int64_t n);
 void ds_quantize_q8_k(const float *x, void *dst, int64_t n);
 
 /* Run-time SIMD level: 0 scalar, 1 AVX2(+FMA+F16C), 2 AVX-512 (F, BW, VL);

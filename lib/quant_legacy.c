@@ -1,6 +1,6 @@
 /*
  * quant_legacy.c - the 32-element block types: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
- * IQ4_NL, and the Q8_0 activation format.
+ * IQ4_NL, and the Q8_0 and Q8_1 activation formats.
  *
  * Block layouts are ggml's (ggml-common.h), little-endian, read and written
  * byte by byte so that rows need no alignment:
@@ -11,6 +11,7 @@
  *   Q5_1   24 bytes  d f16, m f16, qh[4], qs[16]   x = d * q + m
  *   Q8_0   34 bytes  d f16, int8 qs[32]            x = d * q
  *   IQ4_NL 18 bytes  d f16, qs[16]                 x = d * kvalues[q]
+ *   Q8_1   36 bytes  d f16, s f16, int8 qs[32]     x = d * q, s = d * sum(q)
  *
  * 4-bit quants: byte j holds element j in its low nibble and element j + 16
  * in its high nibble. Q5: bit j of qh (a little-endian u32) is the fifth bit
@@ -29,9 +30,8 @@
  *
  * Dequantization and dot products compute exactly what ggml's scalar
  * dequantize_row_* and ggml_vec_dot_*_generic compute, in the same order.
- * Q4_1 and Q5_1 are dotted with Q8_0 activations (ggml pairs them with Q8_1,
- * which stores s = d * sum(q) as f16); here s = d * sum(q) is computed in
- * float.
+ * Q4_1 and Q5_1 are dotted with Q8_1 activations, as in ggml: the min term
+ * is m * s with Q8_1's stored f16 s; the other types with Q8_0.
  *
  * The AVX2 (+F16C) kernels, chosen at run time through ds_simd_level() (the
  * AVX-512 level uses them too), are bit-exact twins of the scalar _ref ones:
@@ -73,6 +73,7 @@ enum {
     Q5_0_BYTES = 22,
     Q5_1_BYTES = 24,
     Q8_0_BYTES = 34,
+    Q8_1_BYTES = 36,
     IQ4_NL_BYTES = 18
 };
 
@@ -349,7 +350,8 @@ static void requant_min(const float *x, float d, float m, int nmax, uint8_t *L)
 /* ======================================================================== */
 
 /* Per type: quantize x (n), imatrix (n) or NULL -> row (n / 32 blocks);
- * dequantize row -> y (n); dot row (n) . qx (n, Q8_0) -> float. */
+ * dequantize row -> y (n); dot row (n) . qx (n, Q8_0; Q8_1 for Q4_1 and Q5_1)
+ * -> float. */
 
 /* x (32) -> one block; quantize_row_q4_0_ref */
 static void q4_0_block_plain(const float *x, uint8_t *b)
@@ -500,21 +502,19 @@ static void q4_1_dequantize_ref(const void *src, float *y, int64_t n)
     }
 }
 
+/* row (n, Q4_1) . qx (n, Q8_1) */
 static float q4_1_dot_ref(const void *row, const void *qx, int64_t n)
 {
     const uint8_t *x = row, *y = qx;
     float sumf = 0.0f;
-    for (int64_t i = 0; i < n / QK; i++, x += Q4_1_BYTES, y += Q8_0_BYTES) {
-        const int8_t *q8 = (const int8_t *)(y + 2);
-        int sumi0 = 0, sumi1 = 0, sumy = 0;
+    for (int64_t i = 0; i < n / QK; i++, x += Q4_1_BYTES, y += Q8_1_BYTES) {
+        const int8_t *q8 = (const int8_t *)(y + 4);
+        int sumi0 = 0, sumi1 = 0;
         for (int j = 0; j < 16; j++) {
             sumi0 += (x[4 + j] & 0x0f) * q8[j];
             sumi1 += (x[4 + j] >> 4) * q8[j + 16];
-            sumy += q8[j] + q8[j + 16];
         }
-        const float dy = ld_f16(y);
-        const float s = dy * (float)sumy;
-        sumf += ld_f16(x) * dy * (float)(sumi0 + sumi1) + ld_f16(x + 2) * s;
+        sumf += ld_f16(x) * ld_f16(y) * (float)(sumi0 + sumi1) + ld_f16(x + 2) * ld_f16(y + 2);
     }
     return sumf;
 }
@@ -661,24 +661,22 @@ static void q5_1_dequantize_ref(const void *src, float *y, int64_t n)
     }
 }
 
+/* row (n, Q5_1) . qx (n, Q8_1) */
 static float q5_1_dot_ref(const void *row, const void *qx, int64_t n)
 {
     const uint8_t *x = row, *y = qx;
     float sumf = 0.0f;
-    for (int64_t i = 0; i < n / QK; i++, x += Q5_1_BYTES, y += Q8_0_BYTES) {
-        const int8_t *q8 = (const int8_t *)(y + 2);
+    for (int64_t i = 0; i < n / QK; i++, x += Q5_1_BYTES, y += Q8_1_BYTES) {
+        const int8_t *q8 = (const int8_t *)(y + 4);
         const uint32_t qh = rd32(x + 4);
-        int sumi0 = 0, sumi1 = 0, sumy = 0;
+        int sumi0 = 0, sumi1 = 0;
         for (int j = 0; j < 16; j++) {
             const int h0 = (int)((qh >> j) << 4 & 0x10);
             const int h1 = (int)((qh >> (j + 12)) & 0x10);
             sumi0 += ((x[8 + j] & 0x0f) | h0) * q8[j];
             sumi1 += ((x[8 + j] >> 4) | h1) * q8[j + 16];
-            sumy += q8[j] + q8[j + 16];
         }
-        const float dy = ld_f16(y);
-        const float s = dy * (float)sumy;
-        sumf += ld_f16(x) * dy * (float)(sumi0 + sumi1) + ld_f16(x + 2) * s;
+        sumf += ld_f16(x) * ld_f16(y) * (float)(sumi0 + sumi1) + ld_f16(x + 2) * ld_f16(y + 2);
     }
     return sumf;
 }
@@ -956,11 +954,10 @@ DS_AVX2 static inline __m256i load_q8(const uint8_t *y)
     return _mm256_loadu_si256((const __m256i *)(y + 2));
 }
 
-/* Sum of the 32 int8 of a Q8_0 block, as 8 int32 partial sums. */
-DS_AVX2 static inline __m256i sum_i8(__m256i b)
+/* The 32 int8 of a Q8_1 block. */
+DS_AVX2 static inline __m256i load_q8_1(const uint8_t *y)
 {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), b),
-                             _mm256_set1_epi16(1));
+    return _mm256_loadu_si256((const __m256i *)(y + 4));
 }
 
 /*
@@ -998,28 +995,20 @@ DS_AVX2 static float q4_1_dot_avx2(const void *row, const void *qx, int64_t n)
     const __m256i off = _mm256_setzero_si256();
     const int64_t nb = n / QK;
     float sumf = 0.0f;
-    int s[4], sy[4];
+    int s[4];
     int64_t i = 0;
     for (; i + 4 <= nb; i += 4) {
-        __m256i v[4], w[4];
-        for (int k = 0; k < 4; k++) {
-            __m256i b = load_q8(y + k * Q8_0_BYTES);
-            v[k] = dot_u5(unpack_nibbles(x + k * Q4_1_BYTES + 4), b, off);
-            w[k] = sum_i8(b);
-        }
+        __m256i v[4];
+        for (int k = 0; k < 4; k++)
+            v[k] = dot_u5(unpack_nibbles(x + k * Q4_1_BYTES + 4), load_q8_1(y + k * Q8_1_BYTES),
+                          off);
         hsum4_i32(v[0], v[1], v[2], v[3], s);
-        hsum4_i32(w[0], w[1], w[2], w[3], sy);
-        for (int k = 0; k < 4; k++, x += Q4_1_BYTES, y += Q8_0_BYTES) {
-            const float dy = f16_avx(y);
-            sumf += f16_avx(x) * dy * (float)s[k] + f16_avx(x + 2) * (dy * (float)sy[k]);
-        }
+        for (int k = 0; k < 4; k++, x += Q4_1_BYTES, y += Q8_1_BYTES)
+            sumf += f16_avx(x) * f16_avx(y) * (float)s[k] + f16_avx(x + 2) * f16_avx(y + 2);
     }
-    for (; i < nb; i++, x += Q4_1_BYTES, y += Q8_0_BYTES) {
-        __m256i b = load_q8(y);
-        int si = hsum_i32(dot_u5(unpack_nibbles(x + 4), b, off));
-        int sumy = hsum_i32(sum_i8(b));
-        const float dy = f16_avx(y);
-        sumf += f16_avx(x) * dy * (float)si + f16_avx(x + 2) * (dy * (float)sumy);
+    for (; i < nb; i++, x += Q4_1_BYTES, y += Q8_1_BYTES) {
+        int si = hsum_i32(dot_u5(unpack_nibbles(x + 4), load_q8_1(y), off));
+        sumf += f16_avx(x) * f16_avx(y) * (float)si + f16_avx(x + 2) * f16_avx(y + 2);
     }
     return sumf;
 }
@@ -1060,29 +1049,21 @@ DS_AVX2 static float q5_1_dot_avx2(const void *row, const void *qx, int64_t n)
     const __m256i off = _mm256_setzero_si256();
     const int64_t nb = n / QK;
     float sumf = 0.0f;
-    int s[4], sy[4];
+    int s[4];
     int64_t i = 0;
     for (; i + 4 <= nb; i += 4) {
-        __m256i v[4], w[4];
+        __m256i v[4];
         for (int k = 0; k < 4; k++) {
             const uint8_t *b = x + k * Q5_1_BYTES;
-            __m256i q8 = load_q8(y + k * Q8_0_BYTES);
-            v[k] = dot_u5(unpack_q5(b + 4, b + 8), q8, off);
-            w[k] = sum_i8(q8);
+            v[k] = dot_u5(unpack_q5(b + 4, b + 8), load_q8_1(y + k * Q8_1_BYTES), off);
         }
         hsum4_i32(v[0], v[1], v[2], v[3], s);
-        hsum4_i32(w[0], w[1], w[2], w[3], sy);
-        for (int k = 0; k < 4; k++, x += Q5_1_BYTES, y += Q8_0_BYTES) {
-            const float dy = f16_avx(y);
-            sumf += f16_avx(x) * dy * (float)s[k] + f16_avx(x + 2) * (dy * (float)sy[k]);
-        }
+        for (int k = 0; k < 4; k++, x += Q5_1_BYTES, y += Q8_1_BYTES)
+            sumf += f16_avx(x) * f16_avx(y) * (float)s[k] + f16_avx(x + 2) * f16_avx(y + 2);
     }
-    for (; i < nb; i++, x += Q5_1_BYTES, y += Q8_0_BYTES) {
-        __m256i q8 = load_q8(y);
-        int si = hsum_i32(dot_u5(unpack_q5(x + 4, x + 8), q8, off));
-        int sumy = hsum_i32(sum_i8(q8));
-        const float dy = f16_avx(y);
-        sumf += f16_avx(x) * dy * (float)si + f16_avx(x + 2) * (dy * (float)sumy);
+    for (; i < nb; i++, x += Q5_1_BYTES, y += Q8_1_BYTES) {
+        int si = hsum_i32(dot_u5(unpack_q5(x + 4, x + 8), load_q8_1(y), off));
+        sumf += f16_avx(x) * f16_avx(y) * (float)si + f16_avx(x + 2) * f16_avx(y + 2);
     }
     return sumf;
 }
@@ -1594,14 +1575,14 @@ static float iq4_nl_dot(const void *row, const void *qx, int64_t n)
     return iq4_nl_dot_ref(row, qx, n);
 }
 
-#define ENTRY(T, t, quantize)                                                          \
-    {DS_TYPE_##T, DS_TYPE_Q8_0, quantize, t##_quantize_ref, t##_dequantize,             \
+#define ENTRY(T, t, VT, quantize)                                                      \
+    {DS_TYPE_##T, DS_TYPE_##VT, quantize, t##_quantize_ref, t##_dequantize,            \
      t##_dequantize_ref, t##_dot, t##_dot_ref}
 
 static const struct ds_qtype qtypes[] = {
-    ENTRY(Q4_0, q4_0, q4_0_quantize),     ENTRY(Q4_1, q4_1, q4_1_quantize),
-    ENTRY(Q5_0, q5_0, q5_0_quantize),     ENTRY(Q5_1, q5_1, q5_1_quantize),
-    ENTRY(Q8_0, q8_0, q8_0_quantize),     ENTRY(IQ4_NL, iq4_nl, iq4_nl_quantize),
+    ENTRY(Q4_0, q4_0, Q8_0, q4_0_quantize), ENTRY(Q4_1, q4_1, Q8_1, q4_1_quantize),
+    ENTRY(Q5_0, q5_0, Q8_0, q5_0_quantize), ENTRY(Q5_1, q5_1, Q8_1, q5_1_quantize),
+    ENTRY(Q8_0, q8_0, Q8_0, q8_0_quantize), ENTRY(IQ4_NL, iq4_nl, Q8_0, iq4_nl_quantize),
 };
 
 const struct ds_qtype *ds_qtype_legacy(enum ds_type t)
@@ -1616,4 +1597,28 @@ const struct ds_qtype *ds_qtype_legacy(enum ds_type t)
 void ds_quantize_q8_0(const float *x, void *dst, int64_t n)
 {
     q8_0_quantize(x, dst, n, NULL);
+}
+
+/* x (n) -> dst (n / 32 Q8_1 blocks), as quantize_row_q8_1_ref: Q8_0's d and
+ * qs, and s = d * sum(qs) from d before its rounding to f16. */
+void ds_quantize_q8_1(const float *x, void *dst, int64_t n)
+{
+    uint8_t *b = dst;
+    for (int64_t i = 0; i < n / QK; i++, x += QK, b += Q8_1_BYTES) {
+        float amax = 0.0f;
+        for (int j = 0; j < QK; j++) {
+            float a = fabsf(x[j]);
+            amax = amax > a ? amax : a;
+        }
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        int sum = 0;
+        st_f16(b, d);
+        for (int j = 0; j < QK; j++) {
+            const int8_t q = (int8_t)roundf(x[j] * id);
+            b[4 + j] = (uint8_t)q;
+            sum += q;
+        }
+        st_f16(b + 2, (float)sum * d);
+    }
 }

@@ -158,3 +158,22 @@ load_ok() {
         done
     done
 }
+
+@test "interop: every quantized type ds-quantize writes loads in llama.cpp and agrees with ds-run" {
+    local m=tiny-v3-fp8 t tok
+    tok=$(tr -d ' \n' < "$DATA/$m/reference.json" | sed 's/.*"tokens":\[\([0-9,]*\)\].*/\1/')
+    ds ds-convert -q "$DATA/$m" --outtype f32 -o f32.gguf
+    cp "$DATA/$m/reference.json" ref.json
+    for t in q8_0 q6_K q5_K q5_1 q5_0 q4_K q4_1 q4_0 q3_K q2_K iq4_nl iq4_xs q4_k_m; do
+        ds ds-quantize -q -t "$t" f32.gguf -o "$t.gguf"
+        cp ref.json "dsrun-$t.json"
+        ds ds-run -m "$t.gguf" --tokens "$tok" --dump-logits "dsrun-$t.logits.f32"
+        run --separate-stderr node "$LOAD" "$t.gguf" --reference "dsrun-$t.json"
+        [ "$status" -eq 0 ] || [ "$status" -eq 3 ] || fail "$t: llama.cpp failed to load: $stderr"
+        diff=$(jget j.reference.max_abs_logit_diff)
+        maxref=$(jget j.reference.max_abs_ref_logit)
+        mism=$(jget j.reference.argmax_mismatch_positions.length)
+        echo "# $t: max |llama.cpp - ds-run| = $diff (max |logit| $maxref), llama.cpp argmax differs from the f32 reference at $mism of 24 positions" >&3
+        assert_equal "$(jget 'j.reference.max_abs_logit_diff <= 0.05 * j.reference.max_abs_ref_logit')" "true"
+    done
+}

@@ -14,9 +14,9 @@
  *     the legacy 32-element types must give the same bytes without imatrix;
  *  3. ds_quant_dot gives bit for bit what ggml's scalar ggml_vec_dot_*_generic
  *     (libggml-cpu-x64.so, next to libggml-base.so) gives on the same blocks,
- *     and ds_quantize_vec the bytes of quantize_row_q8_0_ref / q8_K_ref.
- *     Q4_1 and Q5_1 are dotted with Q8_0 here and with Q8_1 in ggml, which
- *     stores d * sum(q) as f16: equal up to that rounding.
+ *     (Q4_1 and Q5_1 with Q8_1 activations, the others with Q8_0 or Q8_K),
+ *     and ds_quantize_vec the bytes of quantize_row_q8_0_ref / q8_1_ref /
+ *     q8_K_ref.
  *
  * Skipped (exit 0) when the library is not installed or does not load.
  */
@@ -357,25 +357,6 @@ static from_float_fn quantize_ref(const char *vt)
     return f;
 }
 
-/* Q4_1 / Q5_1 with ggml's Q8_1 activations: the bound on |ours - ggml| from
- * ggml's f16 rounding of s = d * sum(q) (and float rounding elsewhere). */
-static double q8_1_bound(int t, const uint8_t *row, const uint8_t *q8_0, int64_t n)
-{
-    const size_t bb = ds_type_block_bytes((enum ds_type)t);
-    double bound = 0;
-    for (int64_t i = 0; i < n / 32; i++) {
-        const uint8_t *x = row + i * bb, *y = q8_0 + i * 34;
-        double dx = ds_f16_to_f32((uint16_t)(x[0] | x[1] << 8));
-        double m = ds_f16_to_f32((uint16_t)(x[2] | x[3] << 8));
-        double dy = ds_f16_to_f32((uint16_t)(y[0] | y[1] << 8));
-        int sumq = 0;
-        for (int j = 0; j < 32; j++)
-            sumq += (int8_t)y[2 + j];
-        bound += fabs(m * dy * sumq) * 0x1p-10 + fabs(dx * dy) * 32 * 127 * 31 * 1e-6;
-    }
-    return bound;
-}
-
 /* Our dot products are ggml's generic ones, bit for bit. */
 TEST(dot_vs_ggml_generic)
 {
@@ -397,21 +378,15 @@ TEST(dot_vs_ggml_generic)
         const char *tn = ds_type_name((enum ds_type)t), *vn = ds_type_name(vt);
         const size_t rb = row_bytes(t, COLS);
         vec_dot_fn dot = generic_dot(tn, vn);
-        bool q8_1 = false;
-        if (!dot && (t == DS_TYPE_Q4_1 || t == DS_TYPE_Q5_1)) {
-            q8_1 = true;
-            dot = generic_dot(tn, "q8_1");
-        }
-        from_float_fn quant = quantize_ref(q8_1 ? "q8_1" : vn);
+        from_float_fn quant = quantize_ref(vn);
         if (!dot || !quant) {
             fprintf(stderr, "    %-7s (no ggml_vec_dot_%s_%s_generic)\n", tn, tn, vn);
             continue;
         }
-        // activations: ours must be ggml's bytes (except for q8_1, a format we lack)
+        // activations: ours must be ggml's bytes
         ASSERT_OK(ds_quantize_vec(vt, a, qa, COLS));
         quant(a, qg, COLS);
-        if (!q8_1)
-            ASSERT_MSG(!memcmp(qa, qg, row_bytes(vt, COLS)), "%s activations differ", vn);
+        ASSERT_MSG(!memcmp(qa, qg, row_bytes(vt, COLS)), "%s activations differ", vn);
         for (int r = 0; r < DROWS; r++) {
             uint8_t *row = q + r * rb;
             if (r < DROWS / 2 || !legacy(t)) {
@@ -431,17 +406,11 @@ TEST(dot_vs_ggml_generic)
             float sg, so = ds_quant_dot((enum ds_type)t, row, qa, COLS);
             float sr = ds_quant_dot_ref((enum ds_type)t, row, qa, COLS);
             dot(COLS, &sg, 0, row, 0, qg, 0, 1);
-            if (q8_1) {
-                double bound = q8_1_bound(t, row, qa, COLS);
-                equal += fabs((double)so - sg) <= bound && !memcmp(&so, &sr, sizeof(so));
-            } else {
-                equal += same_float(so, sg) && same_float(sr, sg);
-            }
+            equal += same_float(so, sg) && same_float(sr, sg);
         }
         char fname[64];
-        snprintf(fname, sizeof(fname), "vec_dot_%s_%s", tn, q8_1 ? "q8_1" : vn);
-        fprintf(stderr, "    %-7s %-24s %d/%d%s\n", tn, fname, equal, DROWS,
-                q8_1 ? " (with q8_1, within f16 rounding of s)" : "");
+        snprintf(fname, sizeof(fname), "vec_dot_%s_%s", tn, vn);
+        fprintf(stderr, "    %-7s %-24s %d/%d\n", tn, fname, equal, DROWS);
         if (equal != DROWS) {
             fprintf(stderr, "FAIL: %s: %d of %d dot products differ from ggml's\n", tn,
                     DROWS - equal, DROWS);
@@ -449,6 +418,32 @@ TEST(dot_vs_ggml_generic)
         }
     }
     ASSERT_EQ_INT(fails, 0);
+}
+
+/* Q8_1 activations are quantize_row_q8_1_ref's bytes on every kind of row:
+ * realistic ones, scaled ones, zero blocks, ties. */
+TEST(q8_1_vs_ggml)
+{
+    enum { N = 8 * COLS };
+    static float x[N];
+    static uint8_t qd[N / 32 * 36], qg[N / 32 * 36];
+    from_float_fn quant = quantize_ref("q8_1");
+    if (!quant) {
+        fprintf(stderr, "    skipped: no quantize_row_q8_1_ref\n");
+        return;
+    }
+    ASSERT_EQ_INT(gg.type_size(DS_TYPE_Q8_1), 36);
+    for (int m = 0; m < NMAT; m++) {
+        make_matrix(m, x, 8);
+        memset(x + 64, 0, 32 * sizeof(float)); // a zero block: d = 0, s = 0
+        for (int j = 0; j < 32; j++)           // d = 1: ties at +-k.5
+            x[96 + j] = j == 0 ? 127.0f : (float)(j - 16) + 0.5f;
+        ASSERT_OK(ds_quantize_vec(DS_TYPE_Q8_1, x, qd, N));
+        quant(x, qg, N);
+        for (int b = 0; b < N / 32; b++)
+            ASSERT_MSG(!memcmp(qd + b * 36, qg + b * 36, 36), "%s: q8_1 block %d differs",
+                       mat_names[m], b);
+    }
 }
 
 int main(void)
@@ -462,6 +457,7 @@ int main(void)
     RUN(ggml_dequantizes_our_blocks);
     RUN(error_vs_ggml);
     RUN(dot_vs_ggml_generic);
+    RUN(q8_1_vs_ggml);
     if (gg.quantize_free)
         gg.quantize_free();
     if (gg.cpu)

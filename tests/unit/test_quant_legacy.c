@@ -1,4 +1,4 @@
-/* test_quant_legacy.c - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL and Q8_0 activations:
+/* test_quant_legacy.c - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q8_0 and Q8_1 activations:
  * hand-built blocks, quantization error, SIMD vs _ref twins, imatrix weighting. */
 #include <stdint.h>
 
@@ -51,7 +51,7 @@ static uint16_t rand_f16(void)
     return (uint16_t)((rng() & 0x8000) | (uint16_t)((1 + rng() % 18) << 10) | (rng() & 0x3ff));
 }
 
-/* Random blocks of t with finite f16 scales (d, and m for Q4_1/Q5_1). */
+/* Random blocks of t with finite f16 scales (d, and m for Q4_1/Q5_1, s for Q8_1). */
 static void rand_blocks(enum ds_type t, uint8_t *q, int64_t n)
 {
     size_t bb = ds_type_block_bytes(t);
@@ -59,7 +59,7 @@ static void rand_blocks(enum ds_type t, uint8_t *q, int64_t n)
         q[i] = (uint8_t)rng();
     for (size_t i = 0; i < row_bytes(t, n); i += bb) {
         wr16(q + i, rand_f16());
-        if (t == DS_TYPE_Q4_1 || t == DS_TYPE_Q5_1)
+        if (t == DS_TYPE_Q4_1 || t == DS_TYPE_Q5_1 || t == DS_TYPE_Q8_1)
             wr16(q + i + 2, rand_f16());
     }
 }
@@ -287,12 +287,12 @@ TEST(simd_vs_ref)
     enum { NB = 11 };
     const int64_t n = NB * 32;
     float x[NB * 32], imat[NB * 32], y[NB * 32], yr[NB * 32], xq[NB * 32];
-    uint8_t q[NB * 34], qr[NB * 34], acts[NB * 34];
+    uint8_t q[NB * 34], qr[NB * 34], acts[NB * 36];
     fprintf(stderr, "    simd: %s\n", ds_quant_simd());
     for (int64_t i = 0; i < n; i++)
         imat[i] = (float)exp(2.0 * gauss());
     for (size_t k = 0; k < NTYPES; k++) {
-        enum ds_type t = types[k];
+        enum ds_type t = types[k], vt = ds_quant_vec_type(t);
         size_t rb = row_bytes(t, n);
         for (int rep = 0; rep < 60; rep++) {
             special_row(x, n, rep % 3);
@@ -315,14 +315,14 @@ TEST(simd_vs_ref)
             // dot: quantized activations, then random ones (int8 -128 included)
             for (int64_t i = 0; i < n; i++)
                 xq[i] = gauss();
-            ASSERT_OK(ds_quantize_vec(DS_TYPE_Q8_0, xq, acts, n));
+            ASSERT_OK(ds_quantize_vec(vt, xq, acts, n));
             for (int r = 0; r < 2; r++) {
                 const uint8_t *row = r ? qr : q;
                 float a = ds_quant_dot(t, row, acts, n), b = ds_quant_dot_ref(t, row, acts, n);
                 ASSERT_MSG(!memcmp(&a, &b, sizeof(a)), "%s dot %g != _ref %g", ds_type_name(t),
                            a, b);
             }
-            rand_blocks(DS_TYPE_Q8_0, acts, n);
+            rand_blocks(vt, acts, n);
             float a = ds_quant_dot(t, qr, acts, n), b = ds_quant_dot_ref(t, qr, acts, n);
             ASSERT_MSG(!memcmp(&a, &b, sizeof(a)), "%s dot %g != _ref %g (random)",
                        ds_type_name(t), a, b);
@@ -330,35 +330,59 @@ TEST(simd_vs_ref)
     }
 }
 
+/* Sum over the blocks of |m * s|: Q4_1 / Q5_1 rows (n) with Q8_1 activations
+ * add m * s per block, s = d * sum(q) rounded to f16 (a relative 2^-11). */
+static double min_term(enum ds_type t, const uint8_t *row, const uint8_t *q8_1, int64_t n)
+{
+    double sum = 0;
+    if (t != DS_TYPE_Q4_1 && t != DS_TYPE_Q5_1)
+        return 0;
+    for (int64_t i = 0; i < n / 32; i++) {
+        const uint8_t *x = row + i * ds_type_block_bytes(t), *y = q8_1 + i * 36;
+        sum += fabs((double)ds_f16_to_f32((uint16_t)(x[2] | x[3] << 8)) *
+                    ds_f16_to_f32((uint16_t)(y[2] | y[3] << 8)));
+    }
+    return sum;
+}
+
 /* The dot with Q8_0 activations is exact integer arithmetic per block: it
- * must match the dequantized dot up to float rounding. */
+ * must match the dequantized dot up to float rounding, and with Q8_1 up to
+ * the f16 rounding of its s as well. Q8_1's d and qs are Q8_0's. */
 TEST(dot_matches_dequantized)
 {
     const int64_t n = 4096;
     float *x = malloc(sizeof(float) * 3 * (size_t)n), *w = x + n, *a = x + 2 * n;
     uint8_t *q = malloc(row_bytes(DS_TYPE_Q8_0, n)), *qa = malloc(row_bytes(DS_TYPE_Q8_0, n));
-    ASSERT(x && q && qa);
+    uint8_t *qa1 = malloc(row_bytes(DS_TYPE_Q8_1, n));
+    ASSERT(x && q && qa && qa1);
     for (int64_t i = 0; i < n; i++)
         x[i] = gauss(), a[i] = gauss();
-    ASSERT_OK(ds_quantize_vec(ds_quant_vec_type(DS_TYPE_Q4_0), a, qa, n));
+    ASSERT_OK(ds_quantize_vec(DS_TYPE_Q8_0, a, qa, n));
+    ASSERT_OK(ds_quantize_vec(DS_TYPE_Q8_1, a, qa1, n));
+    for (int64_t i = 0; i < n / 32; i++) {
+        ASSERT(!memcmp(qa1 + i * 36, qa + i * 34, 2));
+        ASSERT(!memcmp(qa1 + i * 36 + 4, qa + i * 34 + 2, 32));
+    }
     ASSERT_OK(ds_dequantize_row(DS_TYPE_Q8_0, qa, a, n));
     for (size_t k = 0; k < NTYPES; k++) {
-        enum ds_type t = types[k];
+        enum ds_type t = types[k], vt = ds_quant_vec_type(t);
+        const uint8_t *acts = vt == DS_TYPE_Q8_1 ? qa1 : qa;
         double want = 0, mag = 0;
-        ASSERT_EQ_INT(ds_quant_vec_type(t), DS_TYPE_Q8_0);
+        ASSERT_EQ_INT(vt, t == DS_TYPE_Q4_1 || t == DS_TYPE_Q5_1 ? DS_TYPE_Q8_1 : DS_TYPE_Q8_0);
         ASSERT_OK(ds_quantize_row(t, x, q, n, NULL));
         ASSERT_OK(ds_dequantize_row(t, q, w, n));
         for (int64_t i = 0; i < n; i++) {
             want += (double)w[i] * a[i];
             mag += fabs((double)w[i] * a[i]);
         }
-        double got = ds_quant_dot(t, q, qa, n), gotf = ds_quant_dot_f32(t, q, a, n);
-        if (!(fabs(got - want) <= 1e-5 * mag && fabs(gotf - want) <= 1e-5 * mag)) {
-            free(x), free(q), free(qa);
+        double got = ds_quant_dot(t, q, acts, n), gotf = ds_quant_dot_f32(t, q, a, n);
+        double tol = 1e-5 * mag + 0x1p-11 * min_term(t, q, acts, n);
+        if (!(fabs(got - want) <= tol && fabs(gotf - want) <= 1e-5 * mag)) {
+            free(x), free(q), free(qa), free(qa1);
             ASSERT_MSG(0, "%s: dot %g, dot_f32 %g, want %g", ds_type_name(t), got, gotf, want);
         }
     }
-    free(x), free(q), free(qa);
+    free(x), free(q), free(qa), free(qa1);
 }
 
 /* ---- imatrix ------------------------------------------------------------------ */
@@ -422,6 +446,38 @@ TEST(q8_0_activations)
     ASSERT_ERR(ds_quantize_row(DS_TYPE_Q4_0, x, q, 48, NULL), DS_ERR_ARG);
 }
 
+/* Q8_1 (quantize_row_q8_1_ref): Q8_0's d and qs at offsets 0 and 4, and at 2
+ * s = f16(sum(qs) * d), d = amax / 127 before its rounding to f16. */
+TEST(q8_1_activations)
+{
+    enum { NB = 40 };
+    float x[NB * 32];
+    uint8_t q[NB * 36], q0[NB * 34];
+    for (int i = 0; i < NB * 32; i++)
+        x[i] = gauss() * (float)(1 << (i / 32 % 8)) * 0.01f;
+    memset(x + 32, 0, 32 * sizeof(float)); // zero block: d = s = 0
+    for (int j = 0; j < 32; j++)           // d = 1, ties away from zero: sum = 127 + 16
+        x[64 + j] = j == 0 ? 127.0f : j < 17 ? 0.5f : 0.0f;
+    ASSERT_OK(ds_quantize_vec(DS_TYPE_Q8_1, x, q, NB * 32));
+    ASSERT_OK(ds_quantize_vec(DS_TYPE_Q8_0, x, q0, NB * 32));
+    for (int b = 0; b < NB; b++) {
+        const uint8_t *y = q + b * 36;
+        float amax = 0.0f;
+        int sum = 0;
+        for (int j = 0; j < 32; j++) {
+            amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+            sum += (int8_t)y[4 + j];
+        }
+        ASSERT(!memcmp(y, q0 + b * 34, 2));
+        ASSERT(!memcmp(y + 4, q0 + b * 34 + 2, 32));
+        ASSERT_EQ_INT(y[2] | y[3] << 8, ds_f32_to_f16((float)sum * (amax / 127.0f)));
+    }
+    ASSERT_EQ_INT(q[36 + 2] | q[36 + 3] << 8, 0);
+    ASSERT_EQ_INT(q[72 + 2] | q[72 + 3] << 8, ds_f32_to_f16(143.0f));
+    ASSERT_ERR(ds_quantize_vec(DS_TYPE_Q8_1, x, q, 33), DS_ERR_ARG);
+    ASSERT_ERR(ds_quantize_vec(DS_TYPE_Q4_1, x, q, 32), DS_ERR_ARG);
+}
+
 int main(void)
 {
     RUN(hand_q4_0);
@@ -436,5 +492,6 @@ int main(void)
     RUN(dot_matches_dequantized);
     RUN(imatrix_lowers_weighted_error);
     RUN(q8_0_activations);
+    RUN(q8_1_activations);
     return test_report();
 }
