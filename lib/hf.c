@@ -45,14 +45,6 @@
 /* Largest token id + 1 accepted from a tokenizer. */
 #define MAX_VOCAB ((int64_t)1 << 22)
 
-enum {
-    TT_NORMAL = 1,
-    TT_UNKNOWN = 2,
-    TT_CONTROL = 3,
-    TT_USER = 4,
-    TT_UNUSED = 5,
-    TT_BYTE = 6
-};
 
 /* ======================================================================== */
 /* JSON writer                                                              */

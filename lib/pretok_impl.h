@@ -3,6 +3,8 @@
  * regexes of each one, as they read in tokenizer.json after JSON decoding.
  * hf.c recognises a tokenizer.json by them; tokenizer.c runs them with PCRE2.
  *
+ * Also the token type ids both files use.
+ *
  * A pre-tokenizer is the regexes re[0..nre), each a Split with "Isolated"
  * behaviour (every match and every gap between matches is a piece; each
  * regex runs on each piece the previous ones left), then, when digits is
@@ -16,6 +18,16 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
+
+/* tokenizer.ggml.token_type values (llama.cpp's llama_token_type). */
+enum {
+    TT_NORMAL = 1,
+    TT_UNKNOWN = 2,
+    TT_CONTROL = 3,
+    TT_USER = 4,
+    TT_UNUSED = 5,
+    TT_BYTE = 6
+};
 
 static const char *const pretok_re_v3[] = {
     "\\p{N}{1,3}",

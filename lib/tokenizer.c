@@ -39,14 +39,6 @@
 #define CACHE_MAX_PIECE 256
 #define MAX_STAGES 8
 
-enum {
-    TT_NORMAL = 1,
-    TT_UNKNOWN = 2,
-    TT_CONTROL = 3,
-    TT_USER = 4,
-    TT_UNUSED = 5,
-    TT_BYTE = 6
-};
 
 struct merge_slot {
     uint64_t key; /* left id << 32 | right id; EMPTY_KEY when free */
