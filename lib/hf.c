@@ -1762,6 +1762,17 @@ static void write_seq(struct jw *w, const char *id, int type_id)
     jw_close(w, '}');
 }
 
+/* [BOS] sequence [EOS] of a TemplateProcessing entry. */
+static void write_template_seq(struct jw *w, const struct ds_meta *m, long ti, int64_t bos,
+                               int64_t eos, const char *seq, int type_id)
+{
+    if (bos >= 0)
+        write_special(w, m, ti, bos, type_id);
+    write_seq(w, seq, type_id);
+    if (eos >= 0)
+        write_special(w, m, ti, eos, type_id);
+}
+
 static void write_special_map(struct jw *w, const struct ds_meta *m, long ti, int64_t id)
 {
     size_t len;
@@ -1794,24 +1805,12 @@ static void write_post_processor(struct jw *w, const struct ds_meta *m, long ti,
     jw_kstr(w, "type", "TemplateProcessing");
     jw_key(w, "single");
     jw_open(w, '[');
-    if (bos >= 0)
-        write_special(w, m, ti, bos, 0);
-    write_seq(w, "A", 0);
-    if (eos >= 0)
-        write_special(w, m, ti, eos, 0);
+    write_template_seq(w, m, ti, bos, eos, "A", 0);
     jw_close(w, ']');
     jw_key(w, "pair");
     jw_open(w, '[');
-    if (bos >= 0)
-        write_special(w, m, ti, bos, 0);
-    write_seq(w, "A", 0);
-    if (eos >= 0)
-        write_special(w, m, ti, eos, 0);
-    if (bos >= 0)
-        write_special(w, m, ti, bos, 1);
-    write_seq(w, "B", 1);
-    if (eos >= 0)
-        write_special(w, m, ti, eos, 1);
+    write_template_seq(w, m, ti, bos, eos, "A", 0);
+    write_template_seq(w, m, ti, bos, eos, "B", 1);
     jw_close(w, ']');
     jw_key(w, "special_tokens");
     jw_open(w, '{');

@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 
 #include "ds_chat.h"
+#include "ds_io.h"
 #include "test.h"
 
 #define BOS "<｜begin▁of▁sentence｜>"
@@ -181,23 +182,9 @@ TEST(detect_unsupported)
 /* The whole file at path, NUL-terminated; NULL on failure. */
 static char *slurp(const char *path)
 {
-    FILE *f = fopen(path, "rb");
     char *buf = NULL;
-    long n;
-
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
-        buf = malloc((size_t)n + 1);
-        if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) {
-            buf[n] = '\0';
-        } else {
-            free(buf);
-            buf = NULL;
-        }
-    }
-    fclose(f);
-    return buf;
+    size_t len;
+    return ds_read_file(path, (size_t)1 << 28, &buf, &len) == DS_OK ? buf : NULL;
 }
 
 TEST(tiny_v3_fixture)

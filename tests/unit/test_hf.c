@@ -12,26 +12,11 @@
 #include "test.h"
 
 /* Whole file, NUL-terminated (NULL on failure). */
+/* A whole test file, NUL-terminated (free with free()), or NULL. */
 static char *slurp(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
     char *buf = NULL;
-    long n;
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
-        buf = malloc((size_t)n + 1);
-        if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-            free(buf);
-            buf = NULL;
-        }
-        if (buf) {
-            buf[n] = '\0';
-            *len = (size_t)n;
-        }
-    }
-    fclose(f);
-    return buf;
+    return ds_read_file(path, (size_t)1 << 28, &buf, len) == DS_OK ? buf : NULL;
 }
 
 /* Every member of want is in got with an equal value (numbers as doubles;
