@@ -205,6 +205,15 @@ static void record(struct ds_ctx *c, int64_t layer, enum ds_im_slot slot, int64_
         ds_imatrix_add(c->im, layer, slot, mat, x, ldx, T);
 }
 
+/* x (T,K) row stride ldx, matrix e of w (N,K) -> y (T,N) row stride ldy:
+ * y = x . W_e^T, F8 weights dequantized with their tile scales. */
+static void wmatmul(float *y, int64_t ldy, const float *x, int64_t ldx, const struct ds_weight *w,
+                    int64_t e, int64_t T, int64_t N, int64_t K)
+{
+    ds_matmul_scaled(y, ldy, x, ldx, ds_weight_mat(w, e), w->type, ds_weight_scale(w, e),
+                     w->block, T, N, K);
+}
+
 /* ---- attention ---------------------------------------------------------------------- */
 
 static void attention(struct ds_ctx *c, const struct ds_layer *L, int64_t layer, int64_t T,
@@ -227,17 +236,17 @@ static void attention(struct ds_ctx *c, const struct ds_layer *L, int64_t layer,
     if (hp->q_lora_rank > 0) {
         int64_t rq = hp->q_lora_rank;
         record(c, layer, DS_IM_Q_A, 0, c->x, d, T);
-        ds_matmul(c->qa, rq, c->x, d, L->q_a.data, L->q_a.type, T, rq, d);
+        wmatmul(c->qa, rq, c->x, d, &L->q_a, 0, T, rq, d);
         ds_rmsnorm(c->qa, rq, c->qa, rq, L->q_a_norm, T, rq, eps);
         record(c, layer, DS_IM_Q_B, 0, c->qa, rq, T);
-        ds_matmul(c->q, H * dqk, c->qa, rq, L->q_b.data, L->q_b.type, T, H * dqk, rq);
+        wmatmul(c->q, H * dqk, c->qa, rq, &L->q_b, 0, T, H * dqk, rq);
     } else {
         record(c, layer, DS_IM_Q, 0, c->x, d, T);
-        ds_matmul(c->q, H * dqk, c->x, d, L->q.data, L->q.type, T, H * dqk, d);
+        wmatmul(c->q, H * dqk, c->x, d, &L->q, 0, T, H * dqk, d);
     }
     // x -> cache rows [c | k_pe] (T, Dc): normalised latent, rotated shared key
     record(c, layer, DS_IM_KV_A, 0, c->x, d, T);
-    ds_matmul(rows, Dc, c->x, d, L->kv_a.data, L->kv_a.type, T, Dc, d);
+    wmatmul(rows, Dc, c->x, d, &L->kv_a, 0, T, Dc, d);
     ds_rmsnorm(rows, Dc, rows, Dc, L->kv_a_norm, T, R, eps);
     for (int64_t t = 0; t < T; t++)
         ds_rope(rows + t * Dc + R, 1, Dc, rope, p0 + t, m->freqs);
@@ -248,8 +257,7 @@ static void attention(struct ds_ctx *c, const struct ds_layer *L, int64_t layer,
             record(c, layer, DS_IM_K_B, h, c->q + h * dqk, H * dqk, T);
     DS_OMP(omp parallel for schedule(static) if (T * H * R * nope >= (1 << 15)))
     for (int64_t h = 0; h < H; h++)
-        ds_matmul(c->qcat + h * Dc, H * Dc, c->q + h * dqk, H * dqk, ds_weight_mat(&L->k_b, h),
-                  L->k_b.type, T, R, nope);
+        wmatmul(c->qcat + h * Dc, H * Dc, c->q + h * dqk, H * dqk, &L->k_b, h, T, R, nope);
     for (int64_t t = 0; t < T; t++) {
         for (int64_t h = 0; h < H; h++)
             memcpy(c->qcat + (t * H + h) * Dc + R, c->q + (t * H + h) * dqk + nope,
@@ -273,10 +281,9 @@ static void attention(struct ds_ctx *c, const struct ds_layer *L, int64_t layer,
             record(c, layer, DS_IM_V_B, h, c->lat + h * R, H * R, T);
     DS_OMP(omp parallel for schedule(static) if (T * H * R * dv >= (1 << 15)))
     for (int64_t h = 0; h < H; h++)
-        ds_matmul(c->o + h * dv, H * dv, c->lat + h * R, H * R, ds_weight_mat(&L->v_b, h),
-                  L->v_b.type, T, dv, R);
+        wmatmul(c->o + h * dv, H * dv, c->lat + h * R, H * R, &L->v_b, h, T, dv, R);
     record(c, layer, DS_IM_WO, 0, c->o, H * dv, T);
-    ds_matmul(c->tmp, d, c->o, H * dv, L->wo.data, L->wo.type, T, d, H * dv);
+    wmatmul(c->tmp, d, c->o, H * dv, &L->wo, 0, T, d, H * dv);
     for (int64_t i = 0; i < T * d; i++)
         c->h[i] += c->tmp[i];
 }
@@ -286,18 +293,18 @@ static void attention(struct ds_ctx *c, const struct ds_layer *L, int64_t layer,
 /* x (T,d) -> y (T,d) = down (silu(gate x) * up x); gate, up (I,d), down (d,I).
  * Inputs are recorded as matrix mat of slots gate, gate + 1 (up), gate + 2
  * (down) of layer l. */
-static void mlp(struct ds_ctx *c, float *y, const float *x, int64_t T, const void *wg,
-                const void *wu, const void *wd, enum ds_type tg, enum ds_type tu,
-                enum ds_type td, int64_t I, int64_t l, enum ds_im_slot gate, int64_t mat)
+static void mlp(struct ds_ctx *c, float *y, const float *x, int64_t T, const struct ds_weight *wg,
+                const struct ds_weight *wu, const struct ds_weight *wd, int64_t I, int64_t l,
+                enum ds_im_slot gate, int64_t mat)
 {
     const int64_t d = c->m->hp.hidden_size;
     record(c, l, gate, mat, x, d, T);
     record(c, l, (enum ds_im_slot)(gate + 1), mat, x, d, T);
-    ds_matmul(c->g, I, x, d, wg, tg, T, I, d);
-    ds_matmul(c->u, I, x, d, wu, tu, T, I, d);
+    wmatmul(c->g, I, x, d, wg, mat, T, I, d);
+    wmatmul(c->u, I, x, d, wu, mat, T, I, d);
     ds_silu_mul(c->g, c->u, T * I);
     record(c, l, (enum ds_im_slot)(gate + 2), mat, c->g, I, T);
-    ds_matmul(y, d, c->g, I, wd, td, T, d, I);
+    wmatmul(y, d, c->g, I, wd, mat, T, d, I);
 }
 
 /* Indices of the k largest of v (n) into idx (may be NULL), largest first,
@@ -381,14 +388,14 @@ static void moe(struct ds_ctx *c, const struct ds_layer *L, int64_t l, int64_t T
                   Ie = hp->moe_intermediate_size, G = hp->n_group;
 
     record(c, l, DS_IM_GATE_INP, 0, c->x, d, T);
-    ds_matmul(c->rs, E, c->x, d, L->gate_inp.data, L->gate_inp.type, T, E, d);
+    wmatmul(c->rs, E, c->x, d, &L->gate_inp, 0, T, E, d);
     DS_OMP(omp parallel for schedule(static) if (T * E >= 4096))
     for (int64_t t = 0; t < T; t++)
         route(m, L, c->rs + t * E, c->rb + t * E, c->gs + t * G, c->sel + t * k, c->selw + t * k);
 
     if (L->gate_sh.data)
-        mlp(c, c->acc, c->x, T, L->gate_sh.data, L->up_sh.data, L->down_sh.data, L->gate_sh.type,
-            L->up_sh.type, L->down_sh.type, hp->n_shared_experts * Ie, l, DS_IM_GATE_SH, 0);
+        mlp(c, c->acc, c->x, T, &L->gate_sh, &L->up_sh, &L->down_sh, hp->n_shared_experts * Ie,
+            l, DS_IM_GATE_SH, 0);
     else
         memset(c->acc, 0, (size_t)(T * d) * sizeof(float));
 
@@ -406,9 +413,8 @@ static void moe(struct ds_ctx *c, const struct ds_layer *L, int64_t l, int64_t T
                 }
         if (!cnt)
             continue;
-        mlp(c, c->yg, c->xg, cnt, ds_weight_mat(&L->gate_exps, e), ds_weight_mat(&L->up_exps, e),
-            ds_weight_mat(&L->down_exps, e), L->gate_exps.type, L->up_exps.type,
-            L->down_exps.type, Ie, l, DS_IM_GATE_EXPS, e);
+        mlp(c, c->yg, c->xg, cnt, &L->gate_exps, &L->up_exps, &L->down_exps, Ie, l,
+            DS_IM_GATE_EXPS, e);
         for (int64_t i = 0; i < cnt; i++) {
             float *a = c->acc + (int64_t)c->etok[i] * d;
             const float *yv = c->yg + i * d, wv = c->ew[i];
@@ -430,7 +436,8 @@ static void forward_chunk(struct ds_ctx *c, const int32_t *tokens, int64_t T, in
     const float eps = (float)hp->rms_norm_eps;
 
     for (int64_t t = 0; t < T; t++)
-        ds_row_to_f32(c->h + t * d, m->tok_embd.data, m->tok_embd.type, tokens[t], d);
+        ds_row_to_f32_scaled(c->h + t * d, m->tok_embd.data, m->tok_embd.type, m->tok_embd.scale,
+                             m->tok_embd.block, tokens[t], d);
     for (int64_t l = 0; l < hp->n_layers; l++) {
         const struct ds_layer *L = &m->layers[l];
         attention(c, L, l, T, p0);
@@ -440,9 +447,8 @@ static void forward_chunk(struct ds_ctx *c, const int32_t *tokens, int64_t T, in
             for (int64_t i = 0; i < T * d; i++)
                 c->h[i] += c->acc[i];
         } else {
-            mlp(c, c->tmp, c->x, T, L->ffn_gate.data, L->ffn_up.data, L->ffn_down.data,
-                L->ffn_gate.type, L->ffn_up.type, L->ffn_down.type, hp->intermediate_size, l,
-                DS_IM_GATE, 0);
+            mlp(c, c->tmp, c->x, T, &L->ffn_gate, &L->ffn_up, &L->ffn_down,
+                hp->intermediate_size, l, DS_IM_GATE, 0);
             for (int64_t i = 0; i < T * d; i++)
                 c->h[i] += c->tmp[i];
         }
@@ -455,10 +461,10 @@ static void forward_chunk(struct ds_ctx *c, const int32_t *tokens, int64_t T, in
         return;
     if (all) {
         ds_rmsnorm(c->x, d, c->h, d, m->output_norm, T, d, eps);
-        ds_matmul(logits, V, c->x, d, m->output.data, m->output.type, T, V, d);
+        wmatmul(logits, V, c->x, d, &m->output, 0, T, V, d);
     } else {
         ds_rmsnorm(c->x, d, c->h + (T - 1) * d, d, m->output_norm, 1, d, eps);
-        ds_matmul(logits, V, c->x, d, m->output.data, m->output.type, 1, V, d);
+        wmatmul(logits, V, c->x, d, &m->output, 0, 1, V, d);
     }
 }
 

@@ -1,6 +1,7 @@
 /*
  * kernels.c - numeric kernels of the forward pass; see kernels_impl.h.
  */
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,8 @@ size_t ds_kernel_type_size(enum ds_type t)
     case DS_TYPE_F16:
     case DS_TYPE_BF16:
         return 2;
+    case DS_TYPE_F8_E4M3:
+        return 1;
     default:
         return 0;
     }
@@ -27,7 +30,11 @@ size_t ds_kernel_type_size(enum ds_type t)
 /* n elements of a row of type t starting at element k0 -> dst. */
 static void load_f32(float *dst, const void *row, enum ds_type t, int64_t k0, int64_t n)
 {
-    if (t == DS_TYPE_F32) {
+    if (t == DS_TYPE_F8_E4M3) {
+        const uint8_t *s = (const uint8_t *)row + k0;
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = ds_fp8_e4m3_to_f32(s[i]);
+    } else if (t == DS_TYPE_F32) {
         memcpy(dst, (const float *)row + k0, (size_t)n * sizeof(float));
     } else if (t == DS_TYPE_BF16) {
         const uint16_t *s = (const uint16_t *)row + k0;
@@ -68,6 +75,24 @@ void ds_row_to_f32(float *dst, const void *w, enum ds_type wt, int64_t r, int64_
         ds_dequantize_row(wt, row_ptr(w, wt, r, K), dst, K);
     else
         load_f32(dst, row_ptr(w, wt, r, K), wt, 0, K);
+}
+
+/* Tile scales of elements k0 .. k0+n-1 of row r applied in place:
+ * dst[i] *= scale[r/block][(k0+i)/block], scale rows of ceil(K/block). */
+static void apply_scale(float *dst, const float *scale, int64_t block, int64_t r, int64_t K,
+                        int64_t k0, int64_t n)
+{
+    const float *sr = scale + (r / block) * ((K + block - 1) / block);
+    for (int64_t i = 0; i < n; i++)
+        dst[i] *= sr[(k0 + i) / block];
+}
+
+void ds_row_to_f32_scaled(float *dst, const void *w, enum ds_type wt, const float *scale,
+                          int64_t block, int64_t r, int64_t K)
+{
+    ds_row_to_f32(dst, w, wt, r, K);
+    if (scale)
+        apply_scale(dst, scale, block, r, K, 0, K);
 }
 
 /* Block-quantized weights: the activations are quantized to the weight
@@ -172,7 +197,8 @@ static inline void dot4(float *s, const float *x, const float *const *w, int64_t
 #endif
 
 static void mm_block(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w,
-                     enum ds_type wt, int64_t T, int64_t n0, int64_t nb, int64_t K)
+                     enum ds_type wt, const float *scale, int64_t block, int64_t T, int64_t n0,
+                     int64_t nb, int64_t K)
 {
     float buf[MM_NB][MM_KC];
     const float *wr[MM_NB];
@@ -185,11 +211,14 @@ static void mm_block(float *y, int64_t ldy, const float *x, int64_t ldx, const v
         int64_t kv = kc - kc % MM_L;
         for (int64_t r = 0; r < MM_NB; r++) {
             int64_t rr = r < nb ? r : nb - 1; // pad the block with its last row
-            if (wt == DS_TYPE_F32) {
+            if (wt == DS_TYPE_F32 && !scale) {
                 wr[r] = (const float *)row_ptr(w, wt, n0 + rr, K) + k0;
             } else {
-                if (r < nb)
+                if (r < nb) {
                     load_f32(buf[r], row_ptr(w, wt, n0 + r, K), wt, k0, kc);
+                    if (scale)
+                        apply_scale(buf[r], scale, block, n0 + r, K, k0, kc);
+                }
                 wr[r] = buf[rr];
             }
         }
@@ -211,6 +240,13 @@ static void mm_block(float *y, int64_t ldy, const float *x, int64_t ldx, const v
 void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w,
                enum ds_type wt, int64_t T, int64_t N, int64_t K)
 {
+    ds_matmul_scaled(y, ldy, x, ldx, w, wt, NULL, 0, T, N, K);
+}
+
+void ds_matmul_scaled(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w,
+                      enum ds_type wt, const float *scale, int64_t block, int64_t T, int64_t N,
+                      int64_t K)
+{
     int64_t nblk = (N + MM_NB - 1) / MM_NB;
     double work = (double)T * (double)N * (double)K;
     (void)work;
@@ -220,7 +256,9 @@ void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w
             memset(y + t * ldy, 0, (size_t)N * sizeof(float));
         return;
     }
+    assert(!scale || block > 0);
     if (ds_quant_supported(wt)) {
+        assert(!scale);
         matmul_quant(y, ldy, x, ldx, w, wt, T, N, K);
         return;
     }
@@ -228,7 +266,7 @@ void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w
     for (int64_t b = 0; b < nblk; b++) {
         int64_t n0 = b * MM_NB;
         int64_t nb = N - n0 < MM_NB ? N - n0 : MM_NB;
-        mm_block(y, ldy, x, ldx, w, wt, T, n0, nb, K);
+        mm_block(y, ldy, x, ldx, w, wt, scale, block, T, n0, nb, K);
     }
 }
 
@@ -238,6 +276,8 @@ static inline float elem_f32(const void *w, enum ds_type t, size_t i)
         return ((const float *)w)[i];
     if (t == DS_TYPE_BF16)
         return ds_bf16_to_f32(((const uint16_t *)w)[i]);
+    if (t == DS_TYPE_F8_E4M3)
+        return ds_fp8_e4m3_to_f32(((const uint8_t *)w)[i]);
     return ds_f16_to_f32(((const uint16_t *)w)[i]);
 }
 
@@ -267,6 +307,26 @@ void ds_matmul_ref(float *y, int64_t ldy, const float *x, int64_t ldx, const voi
             double s = 0;
             for (int64_t k = 0; k < K; k++)
                 s += (double)x[t * ldx + k] * elem_f32(w, wt, (size_t)(n * K + k));
+            y[t * ldy + n] = (float)s;
+        }
+}
+
+void ds_matmul_scaled_ref(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w,
+                          enum ds_type wt, const float *scale, int64_t block, int64_t T,
+                          int64_t N, int64_t K)
+{
+    if (!scale) {
+        ds_matmul_ref(y, ldy, x, ldx, w, wt, T, N, K);
+        return;
+    }
+    int64_t sk = (K + block - 1) / block;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t n = 0; n < N; n++) {
+            double s = 0;
+            for (int64_t k = 0; k < K; k++) {
+                float wv = elem_f32(w, wt, (size_t)(n * K + k)) * scale[n / block * sk + k / block];
+                s += (double)x[t * ldx + k] * wv;
+            }
             y[t * ldy + n] = (float)s;
         }
 }

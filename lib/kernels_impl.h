@@ -9,7 +9,8 @@
  * OpenMP threads; each output element is computed by one thread in a fixed
  * order, so results do not depend on the thread count.
  *
- * Weights are rows of F32, F16 or BF16 values, or of ggml blocks (ds_quant.h;
+ * Weights are rows of F32, F16, BF16 or F8_E4M3 values (the latter with
+ * per-tile scales, ds_matmul_scaled), or of ggml blocks (ds_quant.h;
  * then activations are quantized to 8 bits per block for the dot products, as
  * llama.cpp does). A GGUF matrix {K, N} is N rows of K elements; activations
  * and accumulation are float32.
@@ -31,14 +32,20 @@
 #endif
 
 /* Bytes of one element of a weight type usable by the kernels (F32, F16,
- * BF16); 0 for any other type. */
+ * BF16, F8_E4M3); 0 for any other type. */
 size_t ds_kernel_type_size(enum ds_type t);
 
 /* Bytes of one row of K elements of type t (any ggml type). */
 size_t ds_kernel_row_bytes(enum ds_type t, int64_t K);
 
-/* w (N,K) of type wt, row r -> dst (K) as float. */
+/* w (N,K) of type wt, row r -> dst (K) as float (F8_E4M3 unscaled). */
 void ds_row_to_f32(float *dst, const void *w, enum ds_type wt, int64_t r, int64_t K);
+
+/* w (N,K) of type wt with tile scales scale (ceil(N/block), ceil(K/block)),
+ * row r -> dst (K):  dst[k] = w[r][k] * scale[r/block][k/block]  (DeepSeek's
+ * FP8 weight_scale_inv). scale NULL: as ds_row_to_f32. */
+void ds_row_to_f32_scaled(float *dst, const void *w, enum ds_type wt, const float *scale,
+                          int64_t block, int64_t r, int64_t K);
 
 /* x (T,K) with row stride ldx, w (N,K) rows of type wt -> y (T,N) with row
  * stride ldy:  y[t][n] = sum_k x[t][k] * w[n][k]  (y = x . w^T).
@@ -47,6 +54,20 @@ void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w
                enum ds_type wt, int64_t T, int64_t N, int64_t K);
 void ds_matmul_ref(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w,
                    enum ds_type wt, int64_t T, int64_t N, int64_t K);
+
+/* As ds_matmul with w (N,K) scaled per block x block tile: the weight is
+ * W[n][k] = w[n][k] * scale[n/block][k/block], scale (ceil(N/block),
+ * ceil(K/block)) row-major (an FP8 GGUF's "<name>_scale_inv"). Each row is
+ * dequantized to float exactly as ds_fp8_dequant does, then summed as the F32
+ * path sums, so an F8 model and its F32 conversion give the same logits up to
+ * rounding. scale NULL: ds_matmul. wt is any type ds_matmul takes, or
+ * DS_TYPE_F8_E4M3. */
+void ds_matmul_scaled(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w,
+                      enum ds_type wt, const float *scale, int64_t block, int64_t T, int64_t N,
+                      int64_t K);
+void ds_matmul_scaled_ref(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w,
+                          enum ds_type wt, const float *scale, int64_t block, int64_t T,
+                          int64_t N, int64_t K);
 
 /* x (T,D) row stride ldx, w (D) -> y (T,D) row stride ldy:
  * y = w * x / sqrt(mean(x^2) + eps). y may be x. */

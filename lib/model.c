@@ -86,15 +86,11 @@ static ds_err lookup(struct binder *b, const char *name, const int64_t *exp, int
     }
     t = &m->g.tensors[i];
     es = ds_kernel_type_size(t->type);
-    DS_RETURN_IF(t->type == DS_TYPE_F8_E4M3, DS_ERR_UNSUPPORTED,
-                 "'%s': tensor '%s' is f8_e4m3, which the forward pass cannot use yet; "
-                 "convert with --outtype bf16",
-                 m->name, name);
     if (es == 0 && ds_quant_supported(t->type))
         es = 1; /* block types: byte rows */
     DS_RETURN_IF(es == 0, DS_ERR_UNSUPPORTED,
-                 "'%s': tensor '%s' has type %s; the forward pass supports f32, f16, bf16 and "
-                 "the ggml block types of ds-quantize",
+                 "'%s': tensor '%s' has type %s; the forward pass supports f32, f16, bf16, "
+                 "f8_e4m3 and the ggml block types of ds-quantize",
                  m->name, name, ds_type_name(t->type));
     for (int d = 0; d < DS_MAX_DIMS; d++) {
         int64_t want = d < n_exp ? exp[d] : 1;
@@ -119,12 +115,25 @@ static ds_err bind_w(struct binder *b, const char *name, int64_t ne0, int64_t ne
     const struct ds_tensor_info *t;
     DS_TRY(lookup(b, name, exp, ne2 > 1 ? 3 : 2, required, &t));
     memset(w, 0, sizeof(*w));
-    if (t) {
-        w->data = b->base + t->offset;
-        w->type = t->type;
-        w->ne[0] = ne0;
-        w->ne[1] = ne1;
-        w->ne[2] = ne2;
+    if (!t)
+        return DS_OK;
+    w->data = b->base + t->offset;
+    w->type = t->type;
+    w->ne[0] = ne0;
+    w->ne[1] = ne1;
+    w->ne[2] = ne2;
+    if (t->type == DS_TYPE_F8_E4M3) {
+        int64_t B = b->m->fp8_block;
+        const int64_t sne[3] = {(ne0 + B - 1) / B, (ne1 + B - 1) / B, ne2};
+        char sn[DS_GGUF_MAX_NAME + 48];
+        const struct ds_tensor_info *s;
+        snprintf(sn, sizeof(sn), "%s_scale_inv", name);
+        DS_TRY(lookup(b, sn, sne, ne2 > 1 ? 3 : 2, true, &s));
+        DS_RETURN_IF(s->type != DS_TYPE_F32, DS_ERR_FORMAT,
+                     "'%s': tensor '%s' has type %s, expected f32", b->m->name, sn,
+                     ds_type_name(s->type));
+        w->scale = (const float *)(b->base + s->offset);
+        w->block = B;
     }
     return DS_OK;
 }
@@ -163,7 +172,8 @@ static bool layer_is_moe(const struct ds_hparams *hp, int64_t l)
            l % hp->moe_layer_freq == 0;
 }
 
-/* k_b (H, R, nope) and v_b (H, v, R) as F32 from a legacy attn_kv_b (H*(nope+v), R). */
+/* k_b (H, R, nope) and v_b (H, v, R) as F32 from a legacy attn_kv_b (H*(nope+v), R),
+ * F8 rows dequantized with their tile scales. */
 static ds_err split_kv_b(struct binder *b, const struct ds_weight *kvb, struct ds_layer *L)
 {
     const struct ds_hparams *hp = &b->m->hp;
@@ -176,7 +186,8 @@ static ds_err split_kv_b(struct binder *b, const struct ds_weight *kvb, struct d
         return DS_ERR_NOMEM;
     for (int64_t h = 0; h < H; h++) {
         for (int64_t d = 0; d < nope + dv; d++) {
-            ds_row_to_f32(row, kvb->data, kvb->type, h * (nope + dv) + d, R);
+            ds_row_to_f32_scaled(row, kvb->data, kvb->type, kvb->scale, kvb->block,
+                                 h * (nope + dv) + d, R);
             for (int64_t c = 0; c < R; c++) {
                 if (d < nope)
                     kb[(h * R + c) * nope + d] = row[c];
@@ -185,8 +196,8 @@ static ds_err split_kv_b(struct binder *b, const struct ds_weight *kvb, struct d
             }
         }
     }
-    L->k_b = (struct ds_weight){kb, DS_TYPE_F32, {nope, R, H}};
-    L->v_b = (struct ds_weight){vb, DS_TYPE_F32, {R, dv, H}};
+    L->k_b = (struct ds_weight){.data = kb, .type = DS_TYPE_F32, .ne = {nope, R, H}};
+    L->v_b = (struct ds_weight){.data = vb, .type = DS_TYPE_F32, .ne = {R, dv, H}};
     return DS_OK;
 }
 
@@ -275,6 +286,11 @@ static ds_err bind_all(struct ds_model *m, const unsigned char *base)
     char n[DS_GGUF_MAX_NAME + 32];
 
     m->n_vocab = hp->vocab_size;
+    if (!ds_meta_get_int(m->g.meta, "dskit.fp8.block_size", &m->fp8_block))
+        m->fp8_block = DS_FP8_BLOCK;
+    DS_RETURN_IF(m->fp8_block <= 0 || m->fp8_block > 65536, DS_ERR_FORMAT,
+                 "'%s': dskit.fp8.block_size %lld is out of range", m->name,
+                 (long long)m->fp8_block);
     DS_TRY(bind_w(&b, "token_embd.weight", d, m->n_vocab, 1, true, &m->tok_embd));
     DS_TRY(bind_v(&b, "output_norm.weight", d, true, &m->output_norm));
     DS_TRY(bind_w(&b, "output.weight", d, m->n_vocab, 1, !hp->tie_word_embeddings, &m->output));

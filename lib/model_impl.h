@@ -6,7 +6,7 @@
  * holds the weights of an mmapped file) or the arena (one block holding the
  * whole data section of any other input), and the small float arrays in
  * owned[] (norm weights that are not F32 in the file, the router bias, k_b/v_b
- * built from a legacy attn_kv_b). Every pointer below borrows one of those.
+ * built from a legacy attn_kv_b, F8 or not). Every pointer below borrows one of those.
  */
 #ifndef DS_MODEL_IMPL_H
 #define DS_MODEL_IMPL_H
@@ -19,11 +19,16 @@
 #include "ds_model.h"
 
 /* A weight matrix, or a stack of ne[2] matrices, in place: ne in ggml order,
- * so each matrix is ne[1] rows of ne[0] elements of type (F32, F16, BF16). */
+ * so each matrix is ne[1] rows of ne[0] elements of type (F32, F16, BF16, a
+ * ggml block type, or F8_E4M3). An F8_E4M3 weight has its "<name>_scale_inv"
+ * tiles: per matrix ceil(ne[1]/block) rows of ceil(ne[0]/block) floats,
+ * W[i][j] = fp8(q[i][j]) * scale[i/block][j/block]. */
 struct ds_weight {
-    const void *data; /* NULL when absent */
+    const void *data;   /* NULL when absent */
     enum ds_type type;
     int64_t ne[3];
+    const float *scale; /* F8_E4M3 tile scales, NULL otherwise */
+    int64_t block;      /* tile edge when scale != NULL */
 };
 
 /* Matrix e of a stack (a routed expert, an attention head). */
@@ -31,6 +36,15 @@ static inline const void *ds_weight_mat(const struct ds_weight *w, int64_t e)
 {
     size_t row = (size_t)(w->ne[0] / ds_type_block_size(w->type)) * ds_type_block_bytes(w->type);
     return (const unsigned char *)w->data + (size_t)e * (size_t)w->ne[1] * row;
+}
+
+/* Tile scales of matrix e of a stack; NULL for an unscaled weight. */
+static inline const float *ds_weight_scale(const struct ds_weight *w, int64_t e)
+{
+    if (!w->scale)
+        return NULL;
+    int64_t sr = (w->ne[1] + w->block - 1) / w->block, sc = (w->ne[0] + w->block - 1) / w->block;
+    return w->scale + (size_t)e * (size_t)(sr * sc);
 }
 
 struct ds_layer {
@@ -67,6 +81,7 @@ struct ds_model {
     struct ds_reader *r;        /* kept open: owns the mapping */
     void *arena;                /* data section of a non-mmapped input */
     bool mmapped, vocab_only;
+    int64_t fp8_block;          /* dskit.fp8.block_size, 128 when absent */
     uint64_t weight_bytes;
     struct ds_hparams hp;
     int64_t n_vocab;

@@ -344,7 +344,9 @@ static bool convert_fast(enum ds_type dt, unsigned char *d, enum ds_type st,
 {
     if (st == DS_TYPE_F32 && (dt == DS_TYPE_BF16 || dt == DS_TYPE_F16)) {
         const bool bf = dt == DS_TYPE_BF16;
+#ifdef _OPENMP
 #pragma omp parallel for if (n >= PAR_MIN) schedule(static)
+#endif
         for (size_t i = 0; i < n; i++) {
             float f;
             memcpy(&f, s + 4 * i, 4);
@@ -355,7 +357,9 @@ static bool convert_fast(enum ds_type dt, unsigned char *d, enum ds_type st,
     }
     if (dt == DS_TYPE_F32 && (st == DS_TYPE_BF16 || st == DS_TYPE_F16)) {
         const bool bf = st == DS_TYPE_BF16;
+#ifdef _OPENMP
 #pragma omp parallel for if (n >= PAR_MIN) schedule(static)
+#endif
         for (size_t i = 0; i < n; i++) {
             uint16_t h;
             memcpy(&h, s + 2 * i, 2);

@@ -175,3 +175,12 @@ model() {
     run -0 bash -c "ds ds-run -m - --tokens '$tok' --dump-logits b.f32 < '$g'"
     cmp a.f32 b.f32
 }
+
+@test "an FP8 GGUF (ds-convert --outtype fp8) gives the logits of its F32 conversion" {
+    local tok
+    tok=$(ref_tokens "$V3")
+    ds ds-convert -q --outtype fp8 "$V3" -o fp8.gguf
+    run -0 ds ds-run -m fp8.gguf --tokens "$tok" --dump-logits a.f32
+    run -0 ds ds-run -m "$(model v3 f32)" --tokens "$tok" --dump-logits b.f32
+    cmp a.f32 b.f32
+}

@@ -2,8 +2,9 @@
  * against an independent naive reference.
  *
  *  - kernels: every optimised kernel against its *_ref twin on random data;
- *  - tiny-v3-fp8 and tiny-v2lite converted to F32 and BF16 GGUF, all logits
- *    compared with reference.logits.f32 (model.py in float64);
+ *  - tiny-v3-fp8 and tiny-v2lite converted to F32 and BF16 GGUF (tiny-v3-fp8
+ *    also to F8_E4M3 with tile scales), all logits compared with
+ *    reference.logits.f32 (model.py in float64);
  *  - prefill, token-by-token decode and prefill-then-decode agree;
  *  - a naive reference forward written here in double precision, literally
  *    after model.py and working from the Hugging Face tensors (non-absorbed
@@ -14,7 +15,7 @@
  *    checkpoints written here: grouped softmax and sigmoid routers, q LoRA on
  *    and off, dense-only, norm_topk_prob on and off with scaling, several head
  *    sizes, sequences longer than the YaRN original context;
- *  - loading: mmap vs read (zstd), legacy attn_kv_b, errors (FP8, wrong shape,
+ *  - loading: mmap vs read (zstd), legacy attn_kv_b, errors (wrong shape,
  *    wrong architecture), vocab-only files, argument checks.
  */
 #include <errno.h>
@@ -1157,6 +1158,57 @@ TEST(kernel_matmul)
                 }
 }
 
+/* F8 rows with tile scales: ds_matmul_scaled against its _ref twin, and
+ * bit for bit against ds_matmul on the same weights dequantized by
+ * ds_fp8_dequant (the F32 GGUF of the same checkpoint). */
+TEST(kernel_matmul_scaled)
+{
+    static const int64_t Ts[] = {1, 5}, Ns[] = {1, 7, 33, 130}, Ks[] = {1, 9, 515, 1100},
+                         Bs[] = {4, 128};
+    rng_state = 7;
+    for (size_t bi = 0; bi < 2; bi++)
+        for (size_t a = 0; a < 2; a++)
+            for (size_t b = 0; b < 4; b++)
+                for (size_t c = 0; c < 4; c++) {
+                    int64_t T = Ts[a], N = Ns[b], K = Ks[c], B = Bs[bi], ldx = K + 3,
+                            ldy = N + 2, sr = (N + B - 1) / B, sc = (K + B - 1) / B;
+                    float *x = malloc((size_t)(T * ldx) * 4), *sc_ = malloc((size_t)(sr * sc) * 4);
+                    float *wf = malloc((size_t)(N * K) * 4), *y = malloc((size_t)(T * ldy) * 4);
+                    float *yr = malloc((size_t)(T * ldy) * 4), *yf = malloc((size_t)(T * ldy) * 4);
+                    uint8_t *q = malloc((size_t)(N * K));
+                    int bad = 0, same = 1;
+                    fill(x, (size_t)(T * ldx), 1);
+                    fill(wf, (size_t)(N * K), 1);
+                    for (int64_t i = 0; i < sr * sc; i++)
+                        sc_[i] = (float)((1.0 + rng_u()) / 448.0);
+                    for (int64_t n = 0; n < N; n++)
+                        for (int64_t k = 0; k < K; k++)
+                            q[n * K + k] = ds_f32_to_fp8_e4m3(wf[n * K + k] /
+                                                              sc_[n / B * sc + k / B]);
+                    for (int64_t i = 0; i < T * ldy; i++)
+                        y[i] = yr[i] = yf[i] = 12345.0f;
+                    ds_matmul_scaled(y, ldy, x, ldx, q, DS_TYPE_F8_E4M3, sc_, B, T, N, K);
+                    ds_matmul_scaled_ref(yr, ldy, x, ldx, q, DS_TYPE_F8_E4M3, sc_, B, T, N, K);
+                    ds_fp8_dequant(wf, q, sc_, N, K, B);
+                    ds_matmul(yf, ldy, x, ldx, wf, DS_TYPE_F32, T, N, K);
+                    for (int64_t i = 0; i < T * ldy; i++) {
+                        bad |= !(fabsf(y[i] - yr[i]) <= 2e-6f * (float)K + 1e-6f);
+                        same &= y[i] == yf[i];
+                    }
+                    free(x);
+                    free(sc_);
+                    free(wf);
+                    free(y);
+                    free(yr);
+                    free(yf);
+                    free(q);
+                    ASSERT_MSG(!bad, "B %lld T %lld N %lld K %lld", (long long)B, (long long)T,
+                               (long long)N, (long long)K);
+                    ASSERT_MSG(same, "F8 differs from dequantized F32: B %lld T %lld N %lld "
+                               "K %lld", (long long)B, (long long)T, (long long)N, (long long)K);
+                }
+}
+
 TEST(kernel_rmsnorm_softmax_silu)
 {
     float x[3 * 80], y[3 * 80], yr[3 * 80], w[77], s[1000], sr[1000], u[1000];
@@ -1391,6 +1443,30 @@ static void check_decode(const char *gguf, const int32_t *tok, size_t n)
     ASSERT_MSG(d1 <= 1e-4 && d2 <= 1e-4 && d3 <= 1e-6, "prefill and decode disagree");
 }
 
+/* FP8 weights kept with their tile scales: against model.py as the F32
+ * conversion is, and next to the F32 conversion (the same dequantized weights,
+ * summed in the same order) within 1e-5 relative. */
+TEST(reference_v3_fp8)
+{
+    struct refdata ref;
+    float *a = NULL, *b = NULL;
+    int64_t V = 0;
+    double d;
+    check_reference("tiny-v3-fp8", DS_TYPE_F8_E4M3, 1e-3, 1.0);
+    ASSERT(refdata_load(test_data("tiny-v3-fp8"), &ref));
+    ASSERT_OK(convert(test_data("tiny-v3-fp8"), tmp("fp8-vs-f32.gguf"), DS_TYPE_F32));
+    ds_err e1 = run_gguf(tmp("tiny-v3-fp8-f8_e4m3.gguf"), ref.tokens, ref.n, &a, &V);
+    ds_err e2 = run_gguf(tmp("fp8-vs-f32.gguf"), ref.tokens, ref.n, &b, &V);
+    d = e1 == DS_OK && e2 == DS_OK ? max_rel_diff(a, b, ref.n * (size_t)V) : 1;
+    fprintf(stderr, "     %-36s max|d|/max|logit| %.3g\n", "f8_e4m3 vs f32 gguf", d);
+    free(a);
+    free(b);
+    refdata_free(&ref);
+    ASSERT_OK(e1);
+    ASSERT_OK(e2);
+    ASSERT_MSG(d <= 1e-5, "f8 and f32 logits differ by %g", d);
+}
+
 TEST(prefill_decode_v3)
 {
     struct refdata ref;
@@ -1568,12 +1644,11 @@ TEST(load_stream_and_legacy)
 TEST(load_errors)
 {
     struct ds_model *m = NULL;
+    /* FP8 with tile scales loads (it used to be refused) */
     ASSERT_OK(convert(test_data("tiny-v3-fp8"), tmp("fp8.gguf"), DS_TYPE_F8_E4M3));
-    ASSERT_ERR(ds_model_load(tmp("fp8.gguf"), &m), DS_ERR_UNSUPPORTED);
-    ASSERT(m == NULL);
-    ASSERT_MSG(strstr(ds_errmsg(), "fp8.gguf") && strstr(ds_errmsg(), "f8_e4m3") &&
-                   strstr(ds_errmsg(), "'blk.0."),
-               "%s", ds_errmsg());
+    ASSERT_OK(ds_model_load(tmp("fp8.gguf"), &m));
+    ds_model_free(m);
+    m = NULL;
 
     ASSERT_OK(rewrite_gguf(tmp("tiny-v2lite-f32.gguf"), tmp("llama.gguf"), RW_ARCH_LLAMA));
     ASSERT_ERR(ds_model_load(tmp("llama.gguf"), &m), DS_ERR_UNSUPPORTED);
@@ -1649,6 +1724,7 @@ int main(void)
     if (!mkdtemp(tmpdir))
         return 1;
     RUN(kernel_matmul);
+    RUN(kernel_matmul_scaled);
     RUN(kernel_rmsnorm_softmax_silu);
     RUN(kernel_rope);
     RUN(kernel_mla_attend);
@@ -1657,6 +1733,7 @@ int main(void)
     RUN(reference_v3_bf16);
     RUN(reference_v2lite_bf16);
     RUN(reference_v3_f16);
+    RUN(reference_v3_fp8);
     RUN(naive_matches_model_py);
     RUN(prefill_decode_v3);
     RUN(long_sequence_v2lite);

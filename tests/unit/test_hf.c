@@ -8,6 +8,7 @@
 
 #include "ds_error.h"
 #include "ds_hf.h"
+#include "ds_io.h"
 #include "ds_meta.h"
 #include "test.h"
 
