@@ -14,6 +14,7 @@
 #define DS_QUANT_IMPL_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include "ds_tensor.h"
 
@@ -40,6 +41,27 @@ const struct ds_qtype *ds_qtype_k(enum ds_type t);
 void ds_quantize_q8_0(const float *x, void *dst, int64_t n);
 void ds_quantize_q8_1(const float *x, void *dst, int64_t n);
 void ds_quantize_q8_k(const float *x, void *dst, int64_t n);
+
+/* Blocks whose largest magnitude is below this quantize to zero (ggml's
+ * GROUP_MAX_EPS). */
+#define DS_QUANT_GROUP_MAX_EPS 1e-15f
+
+/* Round to nearest, ties to even, for |f| < 2^22: ggml's nearest_int (the sum's
+ * low mantissa bits hold round(f)). */
+static inline int ds_nearest_int(float f)
+{
+    float v = f + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &v, sizeof(i));
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+/* Symmetric levels l in [-nmax, nmax - 1], x ~ scale * l: tries 19 inverse
+ * scales around -nmax / max (max: the element of largest magnitude) and keeps
+ * the one whose weighted least-squares fit explains most of sum w x^2
+ * (ggml's make_qx_quants, rmse_type 1). x (n), w (n) or NULL for x^2 ->
+ * L (n) = l + nmax; returns the scale. Bit-exact with ggml. */
+float ds_quant_search_sym(int n, int nmax, const float *x, int8_t *L, const float *w);
 
 /* Run-time SIMD level: 0 scalar, 1 AVX2(+FMA+F16C), 2 AVX-512 (F, BW, VL);
  * capped by DS_SIMD=scalar|avx2|avx512 in the environment. */

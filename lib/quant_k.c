@@ -43,7 +43,7 @@
 #endif
 
 #define QK_K 256
-#define GROUP_MAX_EPS 1e-15f
+#define GROUP_MAX_EPS DS_QUANT_GROUP_MAX_EPS
 
 /* ---- block layouts (ggml-common.h); halves are IEEE fp16 bit patterns ---- */
 
@@ -116,15 +116,6 @@ static inline uint16_t f2h(float f)
     return ds_f32_to_f16(f);
 }
 
-/* Round to nearest, ties to even, for |f| < 2^22 (ggml's nearest_int). */
-static inline int nearest_int(float f)
-{
-    float v = f + 12582912.f;
-    int32_t i;
-    memcpy(&i, &v, sizeof(i));
-    return (i & 0x007fffff) - 0x00400000;
-}
-
 static inline int clampi(int v, int lo, int hi)
 {
     return v < lo ? lo : v > hi ? hi : v;
@@ -195,55 +186,6 @@ static void pack_2bit(uint8_t *qs, const uint8_t *L)
 
 /* ---- scale search (ggml's make_*_quants) -------------------------------- */
 
-/* Symmetric: x (n) -> L (n) in [0, 2*nmax), scale; x ~ scale * (L - nmax).
- * Weighted least squares with weights qw, or x^2 when qw is NULL, over 19
- * trial scales (make_qx_quants with rmse_type 1). */
-static float make_qx_quants(int n, int nmax, const float *x, int8_t *L, const float *qw)
-{
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < GROUP_MAX_EPS) {
-        memset(L, 0, (size_t)n);
-        return 0.0f;
-    }
-    float iscale = (float)-nmax / max;
-    float sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; i++) {
-        int l = clampi(nearest_int(iscale * x[i]), -nmax, nmax - 1);
-        L[i] = (int8_t)(l + nmax);
-        float w = qw ? qw[i] : x[i] * x[i];
-        sumlx += w * x[i] * l;
-        suml2 += w * l * l;
-    }
-    float scale = suml2 ? sumlx / suml2 : 0.0f;
-    float best = scale * sumlx;
-    for (int is = -9; is <= 9; is++) {
-        if (is == 0)
-            continue;
-        iscale = -(nmax + 0.1f * is) / max;
-        sumlx = suml2 = 0;
-        for (int i = 0; i < n; i++) {
-            int l = clampi(nearest_int(iscale * x[i]), -nmax, nmax - 1);
-            float w = qw ? qw[i] : x[i] * x[i];
-            sumlx += w * x[i] * l;
-            suml2 += w * l * l;
-        }
-        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-            for (int i = 0; i < n; i++)
-                L[i] = (int8_t)(nmax + clampi(nearest_int(iscale * x[i]), -nmax, nmax - 1));
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        }
-    }
-    return scale;
-}
-
 /* Q3_K's symmetric search: x^2-weighted, then coordinate descent on L. */
 static float make_q3_quants(int n, int nmax, const float *x, int8_t *L)
 {
@@ -262,7 +204,7 @@ static float make_q3_quants(int n, int nmax, const float *x, int8_t *L)
     float iscale = (float)-nmax / max;
     float sumlx = 0, suml2 = 0;
     for (int i = 0; i < n; i++) {
-        int l = clampi(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+        int l = clampi(ds_nearest_int(iscale * x[i]), -nmax, nmax - 1);
         L[i] = (int8_t)l;
         float w = x[i] * x[i];
         sumlx += w * x[i] * l;
@@ -275,7 +217,7 @@ static float make_q3_quants(int n, int nmax, const float *x, int8_t *L)
             float slx = sumlx - w * x[i] * L[i];
             if (slx > 0) {
                 float sl2 = suml2 - w * L[i] * L[i];
-                int new_l = clampi(nearest_int(x[i] * sl2 / slx), -nmax, nmax - 1);
+                int new_l = clampi(ds_nearest_int(x[i] * sl2 / slx), -nmax, nmax - 1);
                 if (new_l != L[i]) {
                     slx += w * x[i] * new_l;
                     sl2 += w * new_l * new_l;
@@ -327,7 +269,7 @@ static float make_qkx_quants(int n, int nmax, const float *x, const float *weigh
     float scale = 1 / iscale;
     float best_error = 0;
     for (int i = 0; i < n; i++) {
-        int l = nearest_int(iscale * (x[i] - min));
+        int l = ds_nearest_int(iscale * (x[i] - min));
         L[i] = (uint8_t)clampi(l, 0, nmax);
         float diff = scale * L[i] + min - x[i];
         diff = use_mad ? fabsf(diff) : diff * diff;
@@ -342,7 +284,7 @@ static float make_qkx_quants(int n, int nmax, const float *x, const float *weigh
         float sum_l = 0, sum_l2 = 0, sum_xl = 0;
         for (int i = 0; i < n; i++) {
             float v = iscale * (x[i] - min);
-            int l = v > 0 ? nearest_int(v < nmax ? v : (float)nmax) : 0;
+            int l = v > 0 ? ds_nearest_int(v < nmax ? v : (float)nmax) : 0;
             Laux[i] = (uint8_t)l;
             float w = weights[i];
             sum_l += w * l;
@@ -388,7 +330,7 @@ static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const f
     }
     float iscale = nmax / max;
     for (int i = 0; i < n; i++)
-        L[i] = (uint8_t)nearest_int(iscale * x[i]);
+        L[i] = (uint8_t)ds_nearest_int(iscale * x[i]);
     float scale = 1 / iscale;
     float best_mse = 0;
     for (int i = 0; i < n; i++) {
@@ -402,7 +344,7 @@ static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const f
         float scale_is = 1 / iscale_is;
         float mse = 0;
         for (int i = 0; i < n; i++) {
-            int l = nearest_int(iscale_is * x[i]);
+            int l = ds_nearest_int(iscale_is * x[i]);
             l = l < nmax ? l : nmax;
             float diff = x[i] - scale_is * l;
             mse += qw[i] * diff * diff;
@@ -414,7 +356,7 @@ static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const f
     }
     float sumlx = 0, suml2 = 0;
     for (int i = 0; i < n; i++) {
-        int l = nearest_int(iscale * x[i]);
+        int l = ds_nearest_int(iscale * x[i]);
         l = l < nmax ? l : nmax;
         L[i] = (uint8_t)l;
         float w = qw[i];
@@ -428,7 +370,7 @@ static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const f
             float slx = sumlx - w * x[i] * L[i];
             float sl2 = suml2 - w * L[i] * L[i];
             if (slx > 0 && sl2 > 0) {
-                int new_l = nearest_int(x[i] * sl2 / slx);
+                int new_l = ds_nearest_int(x[i] * sl2 / slx);
                 new_l = new_l < nmax ? new_l : nmax;
                 if (new_l != L[i]) {
                     slx += w * x[i] * new_l;
@@ -499,7 +441,7 @@ struct qsearch {
     void (*iq4_index)(const float *x, float id, uint8_t *L);
 };
 
-static const struct qsearch search_ref = {make_qkx_quants, make_qx_quants, iq4_search, iq4_index};
+static const struct qsearch search_ref = {make_qkx_quants, ds_quant_search_sym, iq4_search, iq4_index};
 
 /* ---- Q2_K ---------------------------------------------------------------- */
 
@@ -513,7 +455,7 @@ static void q2k_requantize(const float *x, const struct blk_q2_k *y, uint8_t *L)
             continue;
         const float m = mm * (y->scales[j] >> 4);
         for (int ii = 0; ii < 16; ii++)
-            L[16 * j + ii] = (uint8_t)clampi(nearest_int((x[16 * j + ii] + m) / d), 0, 3);
+            L[16 * j + ii] = (uint8_t)clampi(ds_nearest_int((x[16 * j + ii] + m) / d), 0, 3);
     }
 }
 
@@ -540,7 +482,7 @@ static void q2k_quantize_plain(const float *x, struct blk_q2_k *y, int64_t nb,
         if (max_scale > 0) {
             float iscale = q4scale / max_scale;
             for (int j = 0; j < QK_K / 16; j++)
-                y[i].scales[j] = (uint8_t)nearest_int(iscale * scales[j]);
+                y[i].scales[j] = (uint8_t)ds_nearest_int(iscale * scales[j]);
             y[i].d = f2h(max_scale / q4scale);
         } else {
             memset(y[i].scales, 0, sizeof(y[i].scales));
@@ -549,7 +491,7 @@ static void q2k_quantize_plain(const float *x, struct blk_q2_k *y, int64_t nb,
         if (max_min > 0) {
             float iscale = q4scale / max_min;
             for (int j = 0; j < QK_K / 16; j++)
-                y[i].scales[j] |= (uint8_t)((unsigned)nearest_int(iscale * mins[j]) << 4);
+                y[i].scales[j] |= (uint8_t)((unsigned)ds_nearest_int(iscale * mins[j]) << 4);
             y[i].dmin = f2h(max_min / q4scale);
         } else {
             y[i].dmin = f2h(0.f);
@@ -662,7 +604,7 @@ static void q3k_finish(const float *x, struct blk_q3_k *y, int8_t *L)
         if (!d)
             continue;
         for (int ii = 0; ii < 16; ii++)
-            L[16 * j + ii] = (int8_t)(clampi(nearest_int(x[16 * j + ii] / d), -4, 3) + 4);
+            L[16 * j + ii] = (int8_t)(clampi(ds_nearest_int(x[16 * j + ii] / d), -4, 3) + 4);
     }
     // The high bit of quant j goes to bit j/32 of hmask[j%32].
     memset(y->hmask, 0, sizeof(y->hmask));
@@ -698,7 +640,7 @@ static void q3k_quantize_plain(const float *x, struct blk_q3_k *y, int64_t nb)
         if (max_scale) {
             float iscale = -32.f / max_scale;
             for (int j = 0; j < QK_K / 16; j++) {
-                int8_t l = (int8_t)nearest_int(iscale * scales[j]);
+                int8_t l = (int8_t)ds_nearest_int(iscale * scales[j]);
                 q3k_pack_scale(y[i].scales, j, clampi(l, -32, 31) + 32);
             }
             y[i].d = f2h(1 / iscale);
@@ -809,7 +751,7 @@ static void qk4_requantize(const float *x, uint16_t dh, uint16_t mh, const uint8
             continue;
         const float dm = h2f(mh) * m;
         for (int ii = 0; ii < 32; ii++)
-            L[32 * j + ii] = (uint8_t)clampi(nearest_int((x[32 * j + ii] + dm) / d), 0, nmax);
+            L[32 * j + ii] = (uint8_t)clampi(ds_nearest_int((x[32 * j + ii] + dm) / d), 0, nmax);
     }
 }
 
@@ -839,8 +781,8 @@ static void qk4_plain(const float *x, int nmax, float rmin, float rdelta, int ns
     float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
     float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
     for (int j = 0; j < QK_K / 32; j++) {
-        uint8_t ls = (uint8_t)nearest_int(inv_scale * scales[j]);
-        uint8_t lm = (uint8_t)nearest_int(inv_min * mins[j]);
+        uint8_t ls = (uint8_t)ds_nearest_int(inv_scale * scales[j]);
+        uint8_t lm = (uint8_t)ds_nearest_int(inv_min * mins[j]);
         pack_scale_min_k4(scales12, j, ls < 63 ? ls : 63, lm < 63 ? lm : 63);
     }
     *dh = f2h(max_scale / 63.f);
@@ -1069,7 +1011,7 @@ static void q6k_quantize_with(const float *x, void *dst, int64_t n, const float 
         float iscale = -128.f / max_scale;
         y[i].d = f2h(1 / iscale);
         for (int ib = 0; ib < QK_K / 16; ib++) {
-            int l = nearest_int(iscale * scales[ib]);
+            int l = ds_nearest_int(iscale * scales[ib]);
             y[i].scales[ib] = (int8_t)(l < 127 ? l : 127);
         }
         for (int j = 0; j < QK_K / 16; j++) {
@@ -1077,7 +1019,7 @@ static void q6k_quantize_with(const float *x, void *dst, int64_t n, const float 
             if (!d)
                 continue;
             for (int ii = 0; ii < 16; ii++)
-                L[16 * j + ii] = (int8_t)(clampi(nearest_int(x[16 * j + ii] / d), -32, 31) + 32);
+                L[16 * j + ii] = (int8_t)(clampi(ds_nearest_int(x[16 * j + ii] / d), -32, 31) + 32);
         }
         // Quant 128h + 32k + l: low nibble in ql[64h + 32(k&1) + l] (high
         // nibble for k >= 2), top two bits at bit 2k of qh[32h + l].
@@ -1193,7 +1135,7 @@ static void iq4xs_quantize_with(const float *xr, void *dst, int64_t n, const flo
         y[ibl].d = f2h(d);
         float id = d ? 1 / d : 0.f;
         for (int ib = 0; ib < QK_K / 32; ib++) {
-            int l = clampi(nearest_int(id * scales[ib]), -32, 31);
+            int l = clampi(ds_nearest_int(id * scales[ib]), -32, 31);
             float dl = d * l;
             float idl = dl ? 1 / dl : 0.f;
             s->iq4_index(x + 32 * ib, idl, L + 32 * ib);
@@ -1278,7 +1220,7 @@ static void q8k_quantize_ref(const float *x, void *dst, int64_t n)
         }
         const float iscale = -127.f / max;
         for (int j = 0; j < QK_K; j++) {
-            int v = nearest_int(iscale * x[j]);
+            int v = ds_nearest_int(iscale * x[j]);
             y[i].qs[j] = (int8_t)(v < 127 ? v : 127);
         }
         for (int j = 0; j < QK_K / 16; j++) {
@@ -1812,7 +1754,7 @@ QK_AVX2 static void q8k_quantize_avx2(const float *x, void *dst, int64_t n)
  */
 
 /* Quant level of make_qkx_quants' trials: v = iscale * xm, v > 0 ?
- * nearest_int(min(v, nmax)) : 0, as floats. */
+ * ds_nearest_int(min(v, nmax)) : 0, as floats. */
 QK_AVX2 static inline __m256 qkx_level(__m256 iscale, float xm, __m256 vnmax)
 {
     __m256 v = _mm256_mul_ps(iscale, _mm256_set1_ps(xm));
@@ -1848,7 +1790,7 @@ QK_AVX2 static float make_qkx_quants_avx2(int n, int nmax, const float *x, const
     float scale = 1 / iscale;
     float best_error = 0;
     for (int i = 0; i < n; i++) {
-        int l = nearest_int(iscale * (x[i] - min));
+        int l = ds_nearest_int(iscale * (x[i] - min));
         L[i] = (uint8_t)clampi(l, 0, nmax);
         float diff = scale * L[i] + min - x[i];
         diff = use_mad ? fabsf(diff) : diff * diff;
@@ -1903,7 +1845,7 @@ QK_AVX2 static float make_qkx_quants_avx2(int n, int nmax, const float *x, const
                 continue;
             for (int i = 0; i < n; i++) {
                 float v = tis[k] * (x[i] - min);
-                L[i] = (uint8_t)(v > 0 ? nearest_int(v < nmax ? v : (float)nmax) : 0);
+                L[i] = (uint8_t)(v > 0 ? ds_nearest_int(v < nmax ? v : (float)nmax) : 0);
             }
             best_error = terr[k];
             scale = tscale[k];
@@ -1968,7 +1910,7 @@ QK_AVX2 static float make_qx_quants_avx2(int n, int nmax, const float *x, int8_t
         }
     }
     for (int i = 0; i < n; i++)
-        L[i] = (int8_t)(nmax + clampi(nearest_int(tis[chosen] * x[i]), -nmax, nmax - 1));
+        L[i] = (int8_t)(nmax + clampi(ds_nearest_int(tis[chosen] * x[i]), -nmax, nmax - 1));
     return scale;
 }
 

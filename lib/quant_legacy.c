@@ -65,7 +65,7 @@
 #endif
 
 #define QK 32
-#define GROUP_MAX_EPS 1e-15f
+#define GROUP_MAX_EPS DS_QUANT_GROUP_MAX_EPS
 
 enum {
     Q4_0_BYTES = 18,
@@ -127,17 +127,6 @@ static inline int imax(int a, int b)
     return a > b ? a : b;
 }
 
-/* Round to nearest, ties to even, through the float adder (|f| <= 2^22);
- * the same integer ggml's nearest_int gives. */
-static inline int nearest_int(float f)
-{
-    float v = f + 12582912.0f; // 1.5 * 2^23: the sum's low mantissa bits hold round(f)
-    int32_t i;
-    assert(fabsf(f) <= 4194303.0f);
-    memcpy(&i, &v, sizeof(i));
-    return (i & 0x007fffff) - 0x00400000;
-}
-
 /* nearest_int of f clamped to [lo, hi] first (safe for any finite f). */
 static inline int nearest_clamped(float f, int lo, int hi)
 {
@@ -145,7 +134,7 @@ static inline int nearest_clamped(float f, int lo, int hi)
         return lo;
     if (f > (float)hi)
         return hi;
-    return nearest_int(f);
+    return ds_nearest_int(f);
 }
 
 /* Index of the entry of val (n sorted values, n a power of two) nearest to
@@ -200,59 +189,6 @@ static void pack_q5(const uint8_t *L, uint8_t *qh, uint8_t *qs)
 /* ---- weighted scale searches (llama.cpp's algorithms) ------------------- */
 
 /*
- * Symmetric levels l in [-nmax, nmax - 1], x ~ scale * l: tries 19 inverse
- * scales around -nmax / max (max: the element of largest magnitude) and keeps
- * the one whose weighted least-squares fit explains most of sum w x^2
- * (llama.cpp's make_qx_quants, rmse_type 1, with weights).
- * x (n), w (n) -> L (n) = l + nmax; returns the scale.
- */
-static float search_scale_sym(int n, int nmax, const float *x, const float *w, uint8_t *L)
-{
-    float max = 0.0f, amax = 0.0f;
-    for (int i = 0; i < n; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < GROUP_MAX_EPS) {
-        memset(L, 0, (size_t)n);
-        return 0.0f;
-    }
-    float iscale = -(float)nmax / max;
-    float sumlx = 0.0f, suml2 = 0.0f;
-    for (int i = 0; i < n; i++) {
-        int l = imax(-nmax, imin(nmax - 1, nearest_int(iscale * x[i])));
-        L[i] = (uint8_t)(l + nmax);
-        sumlx += w[i] * x[i] * (float)l;
-        suml2 += w[i] * (float)l * (float)l;
-    }
-    float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
-    float best = scale * sumlx;
-    for (int is = -9; is <= 9; is++) {
-        if (is == 0)
-            continue;
-        iscale = -((float)nmax + 0.1f * (float)is) / max;
-        sumlx = suml2 = 0.0f;
-        for (int i = 0; i < n; i++) {
-            int l = imax(-nmax, imin(nmax - 1, nearest_int(iscale * x[i])));
-            sumlx += w[i] * x[i] * (float)l;
-            suml2 += w[i] * (float)l * (float)l;
-        }
-        if (suml2 > 0.0f && sumlx * sumlx > best * suml2) {
-            for (int i = 0; i < n; i++) {
-                int l = nearest_int(iscale * x[i]);
-                L[i] = (uint8_t)(nmax + imax(-nmax, imin(nmax - 1, l)));
-            }
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        }
-    }
-    return scale;
-}
-
-/*
  * Levels l in [0, nmax], x ~ scale * l + min with min <= 0: tries nstep + 1
  * inverse scales (rmin + rdelta * is + nmax) / (max - min), fits scale and
  * min by weighted least squares for each and keeps the smallest weighted
@@ -285,7 +221,7 @@ static float search_scale_min(int n, int nmax, const float *x, const float *w, u
     float scale = 1.0f / iscale;
     float best_err = 0.0f;
     for (int i = 0; i < n; i++) {
-        int l = nearest_int(iscale * (x[i] - min));
+        int l = ds_nearest_int(iscale * (x[i] - min));
         L[i] = (uint8_t)imax(0, imin(nmax, l));
         float diff = scale * (float)L[i] + min - x[i];
         best_err += w[i] * (diff * diff);
@@ -296,7 +232,7 @@ static float search_scale_min(int n, int nmax, const float *x, const float *w, u
         for (int i = 0; i < n; i++) {
             // min is the best fit so far and may sit near max: guard v
             float v = iscale * (x[i] - min);
-            int l = v > 0.0f ? nearest_int(v < (float)nmax ? v : (float)nmax) : 0;
+            int l = v > 0.0f ? ds_nearest_int(v < (float)nmax ? v : (float)nmax) : 0;
             Laux[i] = (uint8_t)l;
             sum_l += w[i] * (float)l;
             sum_l2 += w[i] * (float)l * (float)l;
@@ -392,7 +328,7 @@ static void q4_0_quantize_ref(const float *x, void *dst, int64_t n, const float 
         const float *xb = x + i * QK;
         uint8_t *b = y + i * Q4_0_BYTES;
         make_weights(xb, qw + i * QK, sigma2, weight);
-        float d = search_scale_sym(QK, 8, xb, weight, L);
+        float d = ds_quant_search_sym(QK, 8, xb, (int8_t *)L, weight);
         requant_sym(xb, st_f16(b, d), 8, L);
         pack_nibbles(L, b + 2);
     }
@@ -560,7 +496,7 @@ static void q5_0_quantize_ref(const float *x, void *dst, int64_t n, const float 
         const float *xb = x + i * QK;
         uint8_t *b = y + i * Q5_0_BYTES;
         make_weights(xb, qw + i * QK, sigma2, weight);
-        float d = search_scale_sym(QK, 16, xb, weight, L);
+        float d = ds_quant_search_sym(QK, 16, xb, (int8_t *)L, weight);
         requant_sym(xb, st_f16(b, d), 16, L);
         pack_q5(L, b + 2, b + 6);
     }
