@@ -236,8 +236,9 @@ static void out_append(const struct ds_cli *c, struct out *o, const char *s, siz
 static void out_flush(const struct run *r, struct out *o, bool final)
 {
     size_t safe = o->len;
+    /* text already written holds no stop string, and none starts in it */
     for (int k = 0; k < r->n_stops; k++) {
-        const char *hit = strstr(o->buf, r->stops[k]);
+        const char *hit = o->len ? strstr(o->buf + o->emitted, r->stops[k]) : NULL;
         if (hit && (size_t)(hit - o->buf) < safe) {
             safe = (size_t)(hit - o->buf);
             o->len = safe;
