@@ -121,6 +121,12 @@ void ds_imatrix_free(struct ds_imatrix *im); /* accepts NULL */
  * one context at a time. When none is set the forward pass does no extra work. */
 void ds_ctx_set_imatrix(struct ds_ctx *c, struct ds_imatrix *im);
 
+/* While set, ds_forward on c also gathers the router and block statistics
+ * of ds_prune.h's struct ds_calib (made by ds_calib_new() on c's model; NULL:
+ * stop). */
+struct ds_calib;
+void ds_ctx_set_calib(struct ds_ctx *c, struct ds_calib *cal);
+
 /* Writes im to path (NULL or "-": stdout) in the format above, atomically
  * (ds_writer_open; an existing file is replaced, ".zst" compresses).
  * dataset (may be NULL) is appended to imatrix.datasets; chunk_count and

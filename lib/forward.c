@@ -30,6 +30,7 @@
 #include "imatrix_impl.h"
 #include "kernels_impl.h"
 #include "model_impl.h"
+#include "prune_impl.h"
 
 #define UBATCH 64   /* tokens per chunk of a batched forward */
 #define HEAD_BLOCK 8 /* heads per attention work item */
@@ -55,6 +56,7 @@ struct ds_ctx {
     float *ew;          /* (ub) their routing weights */
     float *att;         /* (nthr, HEAD_BLOCK, n_ctx) */
     struct ds_imatrix *im; /* borrowed; NULL: no collection */
+    struct ds_calib *calib; /* borrowed; NULL: no pruning statistics (prune_impl.h) */
 };
 
 static int max_threads(void)
@@ -195,6 +197,11 @@ void ds_ctx_set_imatrix(struct ds_ctx *c, struct ds_imatrix *im)
 {
     assert(!im || ds_imatrix_model(im) == c->m);
     c->im = im && ds_imatrix_model(im) == c->m ? im : NULL;
+}
+
+void ds_ctx_set_calib(struct ds_ctx *c, struct ds_calib *cal)
+{
+    c->calib = cal;
 }
 
 /* Rows x (T, ldx) into the collector, if any: matrix mat of (layer, slot). */
@@ -392,6 +399,8 @@ static void moe(struct ds_ctx *c, const struct ds_layer *L, int64_t l, int64_t T
     DS_OMP(omp parallel for schedule(static) if (T * E >= 4096))
     for (int64_t t = 0; t < T; t++)
         route(m, L, c->rs + t * E, c->rb + t * E, c->gs + t * G, c->sel + t * k, c->selw + t * k);
+    if (c->calib)
+        ds_calib_route(c->calib, l, c->sel, c->selw, T);
 
     if (L->gate_sh.data)
         mlp(c, c->acc, c->x, T, &L->gate_sh, &L->up_sh, &L->down_sh, hp->n_shared_experts * Ie,
@@ -440,6 +449,8 @@ static void forward_chunk(struct ds_ctx *c, const int32_t *tokens, int64_t T, in
                              m->tok_embd.block, tokens[t], d);
     for (int64_t l = 0; l < hp->n_layers; l++) {
         const struct ds_layer *L = &m->layers[l];
+        if (c->calib)
+            ds_calib_layer_in(c->calib, l, c->h, T);
         attention(c, L, l, T, p0);
         ds_rmsnorm(c->x, d, c->h, d, L->ffn_norm, T, d, eps);
         if (L->moe) {
@@ -452,6 +463,8 @@ static void forward_chunk(struct ds_ctx *c, const int32_t *tokens, int64_t T, in
             for (int64_t i = 0; i < T * d; i++)
                 c->h[i] += c->tmp[i];
         }
+        if (c->calib)
+            ds_calib_layer_out(c->calib, l, c->h, T);
     }
     if (c->im) { // every row, whatever logits are asked for
         ds_rmsnorm(c->x, d, c->h, d, m->output_norm, T, d, eps);
