@@ -27,6 +27,7 @@ is_binary_reader() {
 needed_opts() {
     case $1 in
     ds-quantize) echo "-t q8_0" ;;
+    ds-prune) echo "-s 0.5" ;;
     *) ;;
     esac
 }
