@@ -21,8 +21,8 @@
  * transformer layers (attention, dense FFN, shared and routed experts);
  * never by default: norms, 1-D tensors, the router (ffn_gate_inp),
  * exp_probs_b, token_embd, output and the MTP (nextn) layer. Rules (REGEX=SPEC,
- * the first whose regex matches the tensor name wins) override the default
- * either way.
+ * the first whose regex matches the input tensor name wins) override the
+ * default either way; they apply to tensors of 2 or more dimensions only.
  *
  * Types: F32, F16 and BF16 are pruned in place (zeros are exact). Block
  * types are dequantized, pruned and quantized again to the same type only

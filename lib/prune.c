@@ -783,14 +783,12 @@ static ds_err make_plan(struct plan *p, const struct ds_prune_opts *o, struct ds
         tp->layer = l;
         tp->type = t->type;
         DS_CHECK(plan_slice(p, t, l, rest, &tp->sl));
-        rule = rule_for(o->rules, t->name);
+        rule = t->n_dims >= 2 ? rule_for(o->rules, t->name) : NULL;
         tp->sp = rule ? *rule
                  : pruned_by_default(s, t, l, rest ? rest : "") ? o->sparsity
                                                                  : (struct ds_sparsity){0};
         tp->prune = tp->sp.frac > 0 || tp->sp.m > 0;
         if (tp->prune) {
-            DS_FAIL_IF(t->n_dims < 2, DS_ERR_ARG, "tensor '%s' is not a matrix; it cannot be pruned",
-                       t->name);
             DS_FAIL_IF(!exact_zero(t->type), DS_ERR_UNSUPPORTED,
                        "tensor '%s' is %s, which cannot hold exact zeros; prune before "
                        "quantizing (or quantize to q8_0, q6_K, q5_0, q4_0, q3_K)",
