@@ -89,9 +89,12 @@ static void on_tensor(void *ud, const struct ds_prune_tensor_report *t)
                     "after", "sparsity", "");
             r->table_started = true;
         }
-        fprintf(stderr, "%-36s %-7s %12llu %12llu %8.2f%%  %s%s%s%s\n", t->name,
+        char spt[16] = "-";
+        if (t->pruned)
+            snprintf(spt, sizeof(spt), "%.2f%%", 100 * sp);
+        fprintf(stderr, "%-36s %-7s %12llu %12llu %9s  %s%s%s%s\n", t->name,
                 ds_type_name(t->type), (unsigned long long)t->n_before,
-                (unsigned long long)t->n_after, 100 * sp, t->sliced ? "sliced " : "",
+                (unsigned long long)t->n_after, spt, t->sliced ? "sliced " : "",
                 t->pruned ? "pruned " : "", t->requantized ? "requantized " : "",
                 t->note ? t->note : "");
     }

@@ -196,3 +196,25 @@ json_sparsities() {
     size=$(stat -c %s p.gguf)
     assert_output --partial "\"file_bytes\":$size"
 }
+
+# llama.cpp (tests/interop's harness, skipped when it is not installed) loads
+# every kind of pruned model and computes the same logits as ds-run.
+@test "interop: pruned models load in llama.cpp and agree with ds-run" {
+    local load=$REPO/tests/interop/load.mjs tok args diff
+    command -v node > /dev/null 2>&1 || skip "node not found"
+    [[ -d $REPO/tests/interop/node_modules/node-llama-cpp ]] || skip "llama.cpp harness not installed"
+    tok=$(ref_tokens "$V3")
+    for args in "-e 0.25" "--heads 1" "--drop-layers 1" "-s 0.5" "--nm 2:4" \
+        "-e 0.5 --heads 2 --drop-layers 0"; do
+        # shellcheck disable=SC2086
+        ds ds-prune -q -f $args "$(f32 v3)" -o p.gguf
+        cp "$V3/reference.json" dsrun.json
+        ds ds-run -m p.gguf --tokens "$tok" --dump-logits dsrun.logits.f32
+        # exit 3: argmax differs from the unpruned reference, expected
+        run --separate-stderr node "$load" p.gguf --reference dsrun.json
+        [[ $status == 0 || $status == 3 ]] || fail "$args: llama.cpp failed: $stderr"
+        diff=$(node -e 'const j = JSON.parse(process.argv[1]); console.log(j.reference.max_abs_logit_diff <= 1e-3 * j.reference.max_abs_ref_logit)' "$output")
+        echo "# $args: $(node -e 'const j = JSON.parse(process.argv[1]); console.log(j.reference.max_abs_logit_diff)' "$output")" >&3
+        [[ $diff == true ]]
+    done
+}
