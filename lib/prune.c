@@ -1165,17 +1165,18 @@ ds_err ds_prune(const struct ds_prune_opts *o, struct ds_prune_stats *stats)
     DS_CHECK(fill_stats(&p, &st));
 
     for (size_t i = 0; i < in.n_tensors; i++) {
-        uint64_t n = elements(&in.tensors[i]);
-        st.params_before += n;
+        st.params_before += elements(&in.tensors[i]);
         if (in.tensors[i].nbytes > max_in)
             max_in = in.tensors[i].nbytes;
-        if (n > max_el)
-            max_el = n;
     }
     for (size_t i = 0; i < p.out.n_tensors; i++) {
-        st.params_after += elements(&p.out.tensors[i]);
-        if (p.out.tensors[i].nbytes > max_out)
-            max_out = p.out.tensors[i].nbytes;
+        const struct ds_tensor_info *t = &p.out.tensors[i];
+        uint64_t mat = (uint64_t)t->ne[0] * (uint64_t)(t->n_dims > 1 ? t->ne[1] : 1);
+        st.params_after += elements(t);
+        if ((p.t[i].prune || p.t[i].sl.axis >= 0) && t->nbytes > max_out)
+            max_out = t->nbytes;
+        if (p.t[i].prune && mat > max_el)
+            max_el = mat; // pruning works one matrix at a time
     }
     src = ds_malloc(max_in ? max_in : 1);
     dst = ds_malloc(max_out ? max_out : 1);
@@ -1221,16 +1222,24 @@ ds_err ds_prune(const struct ds_prune_opts *o, struct ds_prune_stats *stats)
                              : NULL;
             if (o->method == DS_PRUNE_WANDA && !imp)
                 rep.note = "no activation data: magnitude";
-            DS_CHECK(decode_rows(to->type, data, f, rows, cols));
-            rc = prune_f32(f, n_mat, ne[1], cols, &tp->sp, imp,
-                           o->method == DS_PRUNE_WANDA && imp);
+            const size_t mb = row_bytes(to->type, cols) * (size_t)ne[1];
+            for (int64_t mi = 0; mi < n_mat && rc == DS_OK; mi++) {
+                const char *ms = (const char *)data + (size_t)mi * mb;
+                char *md = (char *)dst + (size_t)mi * mb;
+                rc = decode_rows(to->type, ms, f, ne[1], cols);
+                if (rc == DS_OK)
+                    rc = prune_f32(f, 1, ne[1], cols, &tp->sp, imp ? imp + mi * cols : NULL,
+                                   o->method == DS_PRUNE_WANDA && imp);
+                if (rc == DS_OK)
+                    rc = encode_rows(to->type, f, md, ne[1], cols);
+                if (rc == DS_OK) // count what was written
+                    rc = decode_rows(to->type, md, f, ne[1], cols);
+                for (int64_t j = 0; rc == DS_OK && j < ne[1] * cols; j++)
+                    rep.zeros += f[j] == 0.0f;
+            }
             free(imp);
             DS_CHECK(rc);
-            DS_CHECK(encode_rows(to->type, f, dst, rows, cols));
             data = dst;
-            DS_CHECK(decode_rows(to->type, dst, f, rows, cols)); // count what was written
-            for (int64_t j = 0; j < rows * cols; j++)
-                rep.zeros += f[j] == 0.0f;
             rep.pruned = true;
             rep.requantized = rep.requantized || !is_float(to->type);
             st.pruned_elements += (uint64_t)(rows * cols);
