@@ -19,6 +19,7 @@ enum {
     OPT_KLD,
     OPT_SAVE_LOGITS,
     OPT_CTX,
+    OPT_BATCH,
     OPT_SHOTS,
     OPT_SHOTS_FILE,
     OPT_CHAT,
@@ -53,6 +54,9 @@ static const struct ds_opt options[] = {
      "file", false},
     {OPT_CTX, 'c', "ctx", "N", "context size: the perplexity window, the task context",
      "perplexity 512, tasks 4096 (at most the model's)", NULL, false},
+    {OPT_BATCH, 'b', "batch", "N",
+     "perplexity: tokens per forward call within a window (the numbers do not change)",
+     "the whole window", NULL, false},
     {OPT_SHOTS, 0, "shots", "K", "prepend the first K items of --shots-file as examples", "0",
      NULL, false},
     {OPT_SHOTS_FILE, 0, "shots-file", "FILE", "JSONL file of few-shot examples", NULL, "file",
@@ -112,7 +116,7 @@ struct ev {
         *system, *extract, *gold_re, *json, *junit, *log_samples;
     const char *stops[MAX_STOPS];
     int n_stops;
-    long long n_ctx, shots, n_predict, limit;
+    long long n_ctx, batch, shots, n_predict, limit;
     int shard_k, shard_n;
     double temp;
     bool chat, seed_set, skip_bad, merge, temp_set;
@@ -329,9 +333,11 @@ static void print_summary(const struct ev *e)
         if (t->st.kind == DS_EVAL_PPL)
             snprintf(line + k, sizeof(line) - k, " (%lld tokens, %lld windows)",
                      (long long)t->st.n, (long long)t->st.n_windows);
-        else
+        else if (t->st.n_bad)
             snprintf(line + k, sizeof(line) - k, " (%lld items, %lld malformed lines skipped)",
                      (long long)t->st.n, (long long)t->st.n_bad);
+        else
+            snprintf(line + k, sizeof(line) - k, " (%lld items)", (long long)t->st.n);
         ds_cli_warn(&e->c, "%s: %s", t->name, line);
     }
 }
@@ -408,7 +414,7 @@ static void run_perplexity(struct ev *e)
     struct ds_eval_logits *save = NULL, *base = NULL;
     int32_t *tokens = NULL, *win = NULL;
     size_t n_tok = 0;
-    int64_t n_windows, n_ctx;
+    int64_t n_windows, n_ctx, step;
     float *logits = NULL;
     struct ds_eval_stats st;
     bool add_bos;
@@ -481,6 +487,7 @@ static void run_perplexity(struct ev *e)
     if (!logits || !win)
         oom(&e->c);
     ds_eval_stats_init(&st, DS_EVAL_PPL);
+    step = e->batch > 0 && e->batch < n_ctx ? e->batch : n_ctx;
     for (int64_t w = 0; w < n_windows; w++) {
         if (!ds_eval_in_shard(w, e->shard_k, e->shard_n)) {
             if (base && (err = ds_eval_logits_skip_window(base)) != DS_OK)
@@ -491,9 +498,11 @@ static void run_perplexity(struct ev *e)
         if (add_bos && bos >= 0)
             win[0] = bos;
         ds_ctx_reset(e->ctx);
-        /* one call per window: the numbers cannot depend on a batch split */
-        if ((err = ds_forward(e->ctx, win, (size_t)n_ctx, logits, true)) != DS_OK)
-            ds_cli_fail(&e->c, err);
+        for (int64_t p = 0; p < n_ctx; p += step) {
+            int64_t k = n_ctx - p < step ? n_ctx - p : step;
+            if ((err = ds_forward(e->ctx, win + p, (size_t)k, logits + p * e->n_vocab, true)))
+                ds_cli_fail(&e->c, err);
+        }
         if ((err = ds_eval_ppl_window(&st, logits, e->n_vocab, win, n_ctx, save, base)) != DS_OK)
             ds_cli_fail(&e->c, err);
         if (ds_cli_progress_enabled(&e->c))
@@ -886,6 +895,7 @@ int main(int argc, char **argv)
         case OPT_KLD: e.kld_file = arg; break;
         case OPT_SAVE_LOGITS: e.save_file = arg; break;
         case OPT_CTX: e.n_ctx = ds_cli_int(c, "--ctx", arg, 2, 1 << 24); break;
+        case OPT_BATCH: e.batch = ds_cli_int(c, "--batch", arg, 1, 1 << 24); break;
         case OPT_SHOTS: e.shots = ds_cli_int(c, "--shots", arg, 0, 1 << 20); break;
         case OPT_SHOTS_FILE: e.shots_file = arg; break;
         case OPT_CHAT: e.chat = true; break;
