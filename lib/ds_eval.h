@@ -83,6 +83,7 @@ struct ds_eval_stats {
     int64_t same_top;                    /* KLD: argmax equal to the base's */
     struct ds_eval_sum kl, kl2;          /* KLD: sum of KL and KL^2 */
     struct ds_eval_sum nll_base, nll_base2, nll_nll_base; /* KLD: the base's nll */
+    struct ds_eval_sum dnll, dnll2;      /* KLD: nll - nll_base and its square */
 };
 
 void ds_eval_stats_init(struct ds_eval_stats *s, enum ds_eval_kind kind);

@@ -110,6 +110,8 @@ ds_err ds_eval_stats_merge(struct ds_eval_stats *s, const struct ds_eval_stats *
     ds_eval_sum_merge(&s->nll_base, &t->nll_base);
     ds_eval_sum_merge(&s->nll_base2, &t->nll_base2);
     ds_eval_sum_merge(&s->nll_nll_base, &t->nll_nll_base);
+    ds_eval_sum_merge(&s->dnll, &t->dnll);
+    ds_eval_sum_merge(&s->dnll2, &t->dnll2);
     return DS_OK;
 }
 
@@ -157,25 +159,22 @@ size_t ds_eval_metrics(const struct ds_eval_stats *s, struct ds_eval_metric *out
         i = put_metric(out, cap, i, "ppl", exp(nll), exp(nll) * nll_se, false);
         i = put_metric(out, cap, i, "nll", nll, nll_se, false);
         if (s->kld) {
-            double kl, kl_se, b, b_se, ppl = exp(nll), pb, cov = NAN;
+            double kl, kl_se, b, b_se, d, d_se, ppl = exp(nll), pb, va, vb, u;
             mean_se(&s->kl, &s->kl2, s->n, &kl, &kl_se);
             mean_se(&s->nll_base, &s->nll_base2, s->n, &b, &b_se);
+            mean_se(&s->dnll, &s->dnll2, s->n, &d, &d_se);
             pb = exp(b);
-            if (s->n > 1)
-                cov = (ds_eval_sum_value(&s->nll_nll_base) / (double)s->n - nll * b) /
-                      (double)(s->n - 1);
             i = put_metric(out, cap, i, "kld", kl, kl_se, false);
             fraction(s->same_top, s->n, &v, &se);
             i = put_metric(out, cap, i, "same_top", v, se, true);
             i = put_metric(out, cap, i, "ppl_base", pb, pb * b_se, false);
-            {
-                double pu = ppl * nll_se, pbu = pb * b_se, pc = ppl * pb * cov;
-                double d = pu * pu + pbu * pbu - 2.0 * pc;
-                i = put_metric(out, cap, i, "delta_ppl", ppl - pb, sqrt(d > 0 ? d : 0), false);
-                d = nll_se * nll_se + b_se * b_se - 2.0 * cov;
-                i = put_metric(out, cap, i, "ln_ppl_ratio", nll - b, sqrt(d > 0 ? d : 0),
-                               false);
-            }
+            /* llama.cpp: u^2 = (ppl se_a)^2 + (pb se_b)^2 - 2 ppl pb cov(a, b)/(n-1),
+             * with 2 cov = va + vb - vd: */
+            va = nll_se * nll_se;
+            vb = b_se * b_se;
+            u = (ppl - pb) * (ppl * va - pb * vb) + ppl * pb * d_se * d_se;
+            i = put_metric(out, cap, i, "delta_ppl", ppl - pb, sqrt(u > 0 ? u : 0), false);
+            i = put_metric(out, cap, i, "ln_ppl_ratio", d, d_se, false);
         }
         break;
     }
@@ -516,6 +515,8 @@ ds_err ds_eval_ppl_window(struct ds_eval_stats *s, const float *logits, int64_t 
             ds_eval_sum_add(&s->nll_base, nb);
             ds_eval_sum_add(&s->nll_base2, nb * nb);
             ds_eval_sum_add(&s->nll_nll_base, nll * nb);
+            ds_eval_sum_add(&s->dnll, nll - nb);
+            ds_eval_sum_add(&s->dnll2, (nll - nb) * (nll - nb));
         }
     }
     s->n_windows++;

@@ -188,7 +188,8 @@ ds_err ds_eval_report_add(struct ds_eval_report *r, const char *name, const char
  * reading so that the two cannot disagree. */
 #define COUNT_FIELDS(X) X(n) X(n_windows) X(n_bad) X(correct) X(correct_norm) X(exact) \
     X(format) X(same_top)
-#define SUM_FIELDS(X) X(nll) X(nll2) X(kl) X(kl2) X(nll_base) X(nll_base2) X(nll_nll_base)
+#define SUM_FIELDS(X) X(nll) X(nll2) X(kl) X(kl2) X(nll_base) X(nll_base2) X(nll_nll_base) \
+    X(dnll) X(dnll2)
 
 static cJSON *task_json(const struct ds_eval_task_report *t)
 {
