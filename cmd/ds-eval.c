@@ -214,6 +214,21 @@ static void sample_line(struct ev *e, cJSON *o)
         ds_cli_fail(&e->c, err);
 }
 
+/* A --log-samples line with the fields every item has. */
+static cJSON *sample_new(const struct ev *e, const char *task, size_t index,
+                         const struct ds_eval_item *it, const char *prompt, const char *output)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        oom(&e->c);
+    cJSON_AddStringToObject(o, "task", task);
+    cJSON_AddNumberToObject(o, "index", (double)index);
+    cJSON_AddNumberToObject(o, "line", (double)it->line);
+    cJSON_AddStringToObject(o, "prompt", prompt);
+    cJSON_AddStringToObject(o, "output", output);
+    return o;
+}
+
 static void xml_escaped(struct ds_cli *c, FILE *f, const char *s)
 {
     (void)c;
@@ -626,14 +641,7 @@ static void run_mc_item(struct ev *e, const struct ds_eval_task *t, const struct
     st->correct += best == it->gold;
     st->correct_norm += best_norm == it->gold;
     if (e->samples) {
-        cJSON *o = cJSON_CreateObject(), *a;
-        if (!o)
-            oom(&e->c);
-        cJSON_AddStringToObject(o, "task", name);
-        cJSON_AddNumberToObject(o, "index", (double)index);
-        cJSON_AddNumberToObject(o, "line", (double)it->line);
-        cJSON_AddStringToObject(o, "prompt", text);
-        cJSON_AddStringToObject(o, "output", it->choices[best]);
+        cJSON *o = sample_new(e, name, index, it, text, it->choices[best]), *a;
         a = cJSON_AddArrayToObject(o, "loglikelihoods");
         for (size_t k = 0; a && k < it->n_choices; k++)
             cJSON_AddItemToArray(a, cJSON_CreateNumber(ll[k]));
@@ -737,14 +745,7 @@ static void run_gen_item(struct ev *e, const struct ds_eval_task *t, const struc
     st->exact += g.exact;
     st->format += g.format;
     if (e->samples) {
-        cJSON *o = cJSON_CreateObject(), *s;
-        if (!o)
-            oom(&e->c);
-        cJSON_AddStringToObject(o, "task", name);
-        cJSON_AddNumberToObject(o, "index", (double)index);
-        cJSON_AddNumberToObject(o, "line", (double)it->line);
-        cJSON_AddStringToObject(o, "prompt", text);
-        cJSON_AddStringToObject(o, "output", out);
+        cJSON *o = sample_new(e, name, index, it, text, out), *s;
         cJSON_AddStringToObject(o, "gold", g.gold);
         cJSON_AddStringToObject(o, "pred", g.pred);
         s = cJSON_AddObjectToObject(o, "score");
