@@ -127,7 +127,7 @@ struct ev {
     struct ds_model *model;
     struct ds_tokenizer *tok;
     struct ds_ctx *ctx;
-    int64_t ctx_size, n_vocab;
+    int64_t ctx_size, ppl_ctx, max_ctx, n_vocab; /* ctx_size: tasks */
     enum ds_chat_template tmpl;
     struct ds_writer *samples;
     struct ds_eval_report report;
@@ -359,10 +359,12 @@ static void print_summary(const struct ev *e)
 
 /* ---- model ------------------------------------------------------------------------------ */
 
-static void setup_model(struct ev *e, bool for_ppl)
+/* Loads the model and makes one context large enough for the perplexity
+ * window and the task items that this run evaluates. */
+static void setup_model(struct ev *e)
 {
     const struct ds_hparams *hp;
-    long long max_ctx, want;
+    long long max_ctx, alloc = 2;
     ds_err err;
     if (e->model)
         return;
@@ -378,14 +380,19 @@ static void setup_model(struct ev *e, bool for_ppl)
     e->n_vocab = ds_model_n_vocab(e->model);
     hp = ds_model_hparams(e->model);
     max_ctx = hp->max_position_embeddings > 0 ? hp->max_position_embeddings : 4096;
-    want = e->n_ctx ? e->n_ctx : for_ppl ? 512 : 4096;
     if (e->n_ctx && e->n_ctx > max_ctx) {
         ds_cli_error(&e->c, "--ctx %lld is more than the model's context (%lld)", e->n_ctx,
                      max_ctx);
         exit(DS_EXIT_FAILURE);
     }
-    e->ctx_size = want < max_ctx ? want : max_ctx;
-    if ((err = ds_ctx_new(e->model, e->ctx_size, &e->ctx)) != DS_OK)
+    e->max_ctx = max_ctx;
+    e->ppl_ctx = e->n_ctx ? e->n_ctx : 512 < max_ctx ? 512 : max_ctx;
+    e->ctx_size = e->n_ctx ? e->n_ctx : 4096 < max_ctx ? 4096 : max_ctx;
+    if ((e->ppl_file || e->kld_file) && e->ppl_ctx > alloc)
+        alloc = e->ppl_ctx;
+    if (e->c.n_operands && e->ctx_size > alloc)
+        alloc = e->ctx_size;
+    if ((err = ds_ctx_new(e->model, alloc, &e->ctx)) != DS_OK)
         ds_cli_fail(&e->c, err);
     if (e->chat) {
         if (e->chat_template) {
@@ -437,7 +444,7 @@ static void run_perplexity(struct ev *e)
     char name[256];
     ds_err err;
 
-    setup_model(e, true);
+    setup_model(e);
     add_bos = ds_tokenizer_add_bos(e->tok);
     bos = ds_tokenizer_bos(e->tok);
     if (e->kld_file) {
@@ -451,10 +458,16 @@ static void run_perplexity(struct ev *e)
                          e->kld_file, (long long)n_ctx, e->n_ctx);
             exit(DS_EXIT_FAILURE);
         }
-        if (n_ctx > e->ctx_size) {
+        if (n_ctx > e->max_ctx) {
             ds_cli_error(&e->c, "'%s' has windows of %lld tokens, more than the model's context",
                          e->kld_file, (long long)n_ctx);
             exit(DS_EXIT_FAILURE);
+        }
+        if (n_ctx > ds_ctx_n_ctx(e->ctx)) {
+            ds_ctx_free(e->ctx);
+            e->ctx = NULL;
+            if ((err = ds_ctx_new(e->model, n_ctx, &e->ctx)) != DS_OK)
+                ds_cli_fail(&e->c, err);
         }
         bt = ds_eval_logits_tokens(base, &nbt);
         n_tok = (size_t)nbt;
@@ -463,7 +476,7 @@ static void run_perplexity(struct ev *e)
             oom(&e->c);
         memcpy(tokens, bt, n_tok * sizeof(*tokens));
     } else {
-        n_ctx = e->ctx_size;
+        n_ctx = e->ppl_ctx;
     }
     if (e->ppl_file) {
         size_t len;
@@ -491,11 +504,13 @@ static void run_perplexity(struct ev *e)
                      e->ppl_file ? e->ppl_file : e->kld_file, n_tok, (long long)n_ctx);
         exit(DS_EXIT_FAILURE);
     }
+    if (base && ds_eval_logits_n_windows(base) < n_windows)
+        n_windows = ds_eval_logits_n_windows(base);
     if (e->limit >= 0 && e->limit < n_windows)
         n_windows = e->limit;
     if (e->save_file &&
-        (err = ds_eval_logits_create(e->save_file, (int32_t)e->n_vocab, (int32_t)n_ctx, tokens,
-                                     (int64_t)n_tok, &save)) != DS_OK)
+        (err = ds_eval_logits_create(e->save_file, (int32_t)e->n_vocab, (int32_t)n_ctx,
+                                     n_windows, tokens, (int64_t)n_tok, &save)) != DS_OK)
         ds_cli_fail(&e->c, err);
     logits = malloc((size_t)n_ctx * (size_t)e->n_vocab * sizeof(float));
     win = malloc((size_t)n_ctx * sizeof(*win));
@@ -782,7 +797,7 @@ static void run_task(struct ev *e, const char *path, const struct ds_eval_task *
                      ds_eval_kind_name(shots->kind), path, ds_eval_kind_name(t->kind));
         exit(DS_EXIT_FAILURE);
     }
-    setup_model(e, false);
+    setup_model(e);
     base_name(path, name, sizeof(name));
     ds_eval_stats_init(&st, t->kind);
     st.n_bad = t->n_bad;
@@ -811,7 +826,7 @@ static char *options_json(const struct ev *e)
     char *s;
     if (!o)
         oom(&e->c);
-    cJSON_AddNumberToObject(o, "ctx", (double)e->ctx_size);
+    cJSON_AddNumberToObject(o, "ctx", (double)e->n_ctx);
     cJSON_AddNumberToObject(o, "limit", (double)e->limit);
     cJSON_AddNumberToObject(o, "shots", (double)e->shots);
     if (e->shots_file)
@@ -978,7 +993,24 @@ int main(int argc, char **argv)
         if (e.temp < 0)
             ds_cli_usage_error(c, "--temp must be >= 0");
     }
+    {
+        /* no output may overwrite an input */
+        const char *outs[] = {e.json, e.junit, e.log_samples, e.save_file};
+        const char *ins[] = {e.model_path, e.ppl_file, e.kld_file, e.shots_file};
+        for (size_t o = 0; o < 4; o++) {
+            if (!outs[o] || !strcmp(outs[o], "-"))
+                continue;
+            for (size_t i = 0; i < 4; i++)
+                if (ins[i] && ds_same_file(outs[o], ins[i]))
+                    ds_cli_usage_error(c, "'%s' is both an input and an output", outs[o]);
+            for (int i = 0; i < c->n_operands; i++)
+                if (ds_same_file(outs[o], c->operands[i]))
+                    ds_cli_usage_error(c, "'%s' is both an input and an output", outs[o]);
+        }
+    }
     ds_set_threads(c->threads);
+    if (e.model_path && !strcmp(e.model_path, "-"))
+        ds_cli_check_binary_stdin(c, e.model_path);
     if (e.merge) {
         run_merge(&e);
     } else {

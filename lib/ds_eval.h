@@ -130,9 +130,10 @@ int64_t ds_eval_ppl_scored(int64_t n_ctx);
  * zstd-compressed; all numbers little-endian:
  *
  *   header: "DSEVLOGP" (8 bytes), u32 version = 1, u32 n_vocab, u32 n_ctx,
- *           u32 0 (reserved), u64 n_tokens, i32 tokens[n_tokens]
- *           (the whole tokenized text, BOS first when the tokenizer adds it)
- *   records: for each window in order, for each scored position
+ *           u32 n_windows, u64 n_tokens, i32 tokens[n_tokens]
+ *           (the whole tokenized text, BOS first when the tokenizer adds it;
+ *           n_windows <= n_tokens / n_ctx windows are saved, the first ones)
+ *   records: for each saved window in order, for each scored position
  *           (ds_eval_ppl_scored(n_ctx) per window):
  *           f64 nll   (-log p of the next token, exact)
  *           i32 top   (argmax of the logits)
@@ -151,13 +152,14 @@ struct ds_eval_logits;
 /* Opens path for writing (atomic; replaced when it exists; always zstd) and
  * writes the header. tokens is copied. */
 ds_err ds_eval_logits_create(const char *path, int32_t n_vocab, int32_t n_ctx,
-                             const int32_t *tokens, int64_t n_tokens,
+                             int64_t n_windows, const int32_t *tokens, int64_t n_tokens,
                              struct ds_eval_logits **out);
 /* Opens a file written by ds_eval_logits_create. n_vocab must equal the file's
  * (DS_ERR_FORMAT otherwise, naming both). */
 ds_err ds_eval_logits_open(const char *path, int32_t n_vocab, struct ds_eval_logits **out);
 /* The header of an open file (borrowed). */
 int32_t ds_eval_logits_n_ctx(const struct ds_eval_logits *f);
+int64_t ds_eval_logits_n_windows(const struct ds_eval_logits *f);
 const int32_t *ds_eval_logits_tokens(const struct ds_eval_logits *f, int64_t *n_tokens);
 /* Reading: skips the records of one window. */
 ds_err ds_eval_logits_skip_window(struct ds_eval_logits *f);

@@ -242,6 +242,7 @@ struct ds_eval_logits {
     struct ds_reader *r;
     char *name;
     int32_t n_vocab, n_ctx;
+    int64_t n_windows;
     int32_t *tokens;
     int64_t n_tokens;
     uint8_t *rec; /* one record */
@@ -282,26 +283,28 @@ static ds_err logits_alloc(struct ds_eval_logits *f, const char *path, int32_t n
 }
 
 ds_err ds_eval_logits_create(const char *path, int32_t n_vocab, int32_t n_ctx,
-                             const int32_t *tokens, int64_t n_tokens,
+                             int64_t n_windows, const int32_t *tokens, int64_t n_tokens,
                              struct ds_eval_logits **out)
 {
     struct ds_eval_logits *f = NULL;
     uint8_t hdr[32];
     ds_err rc;
     *out = NULL;
-    DS_RETURN_IF(n_vocab < 1 || n_ctx < 2 || n_tokens < 0 || n_tokens > LOGP_MAX_TOKENS,
+    DS_RETURN_IF(n_vocab < 1 || n_ctx < 2 || n_tokens < 0 || n_tokens > LOGP_MAX_TOKENS ||
+                 n_windows < 0 || n_windows > ds_eval_ppl_windows(n_tokens, n_ctx),
                  DS_ERR_ARG, "invalid logits file shape");
     f = ds_calloc(1, sizeof(*f));
     if (!f)
         return DS_ERR_NOMEM;
     DS_CHECK(logits_alloc(f, path, n_vocab));
     f->n_ctx = n_ctx;
+    f->n_windows = n_windows;
     DS_CHECK(ds_writer_open(&f->w, path, DS_WRITE_FORCE | DS_WRITE_ZSTD, 0, 0));
     memcpy(hdr, LOGP_MAGIC, 8);
     put_u32(hdr + 8, LOGP_VERSION);
     put_u32(hdr + 12, (uint32_t)n_vocab);
     put_u32(hdr + 16, (uint32_t)n_ctx);
-    put_u32(hdr + 20, 0);
+    put_u32(hdr + 20, (uint32_t)n_windows);
     put_u64(hdr + 24, (uint64_t)n_tokens);
     DS_CHECK(ds_writer_write(f->w, hdr, sizeof(hdr)));
     for (int64_t i = 0; i < n_tokens; i++) {
@@ -320,7 +323,7 @@ ds_err ds_eval_logits_open(const char *path, int32_t n_vocab, struct ds_eval_log
 {
     struct ds_eval_logits *f = NULL;
     uint8_t hdr[32];
-    uint32_t ver, nv, nc;
+    uint32_t ver, nv, nc, nw;
     uint64_t nt;
     ds_err rc;
     *out = NULL;
@@ -336,6 +339,7 @@ ds_err ds_eval_logits_open(const char *path, int32_t n_vocab, struct ds_eval_log
     ver = get_u32(hdr + 8);
     nv = get_u32(hdr + 12);
     nc = get_u32(hdr + 16);
+    nw = get_u32(hdr + 20);
     nt = get_u64(hdr + 24);
     DS_FAIL_IF(ver != LOGP_VERSION, DS_ERR_UNSUPPORTED,
                "'%s': logits file version %u is not supported (this one reads %d); "
@@ -347,7 +351,10 @@ ds_err ds_eval_logits_open(const char *path, int32_t n_vocab, struct ds_eval_log
                f->name, nc);
     DS_FAIL_IF(nt > (uint64_t)LOGP_MAX_TOKENS, DS_ERR_LIMIT, "'%s': %llu tokens is too many",
                f->name, (unsigned long long)nt);
+    DS_FAIL_IF(nw > nt / nc, DS_ERR_FORMAT, "'%s': %u windows of %u in %llu tokens",
+               f->name, nw, nc, (unsigned long long)nt);
     f->n_ctx = (int32_t)nc;
+    f->n_windows = nw;
     f->n_tokens = (int64_t)nt;
     f->tokens = ds_malloc(sizeof(int32_t) * (nt ? nt : 1));
     if (!f->tokens) {
@@ -374,6 +381,11 @@ out:
 int32_t ds_eval_logits_n_ctx(const struct ds_eval_logits *f)
 {
     return f->n_ctx;
+}
+
+int64_t ds_eval_logits_n_windows(const struct ds_eval_logits *f)
+{
+    return f->n_windows;
 }
 
 const int32_t *ds_eval_logits_tokens(const struct ds_eval_logits *f, int64_t *n_tokens)

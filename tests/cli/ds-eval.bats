@@ -218,6 +218,14 @@ jq_num() {
     jq -e '.shard == null' merged.json
     # the shards really split the work
     [ "$(jq '.tasks[1].counts.n' part1.json)" -lt "$(jq '.tasks[1].counts.n' whole.json)" ]
+    # KL divergence too, from a base file of the first 4 windows
+    run -0 ds ds-eval -m "$F32" --perplexity "$SHORT" -c 32 --limit 4 --save-logits b.kld
+    run -0 ds ds-eval -m "$Q8" --kl-divergence b.kld --json kwhole.json
+    jq -e '.tasks[0].counts.n_windows == 4' kwhole.json
+    run -0 ds ds-eval -m "$Q8" --kl-divergence b.kld --shard 1/2 --json k1.json
+    run -0 ds ds-eval -m "$Q8" --kl-divergence b.kld --shard 2/2 --json k2.json
+    run -0 ds ds-eval --merge k1.json k2.json --json kmerged.json
+    [ "$(jq -S .tasks kwhole.json)" = "$(jq -S .tasks kmerged.json)" ]
     # a shard twice, or one missing, is refused
     run -1 --separate-stderr ds ds-eval --merge part1.json part1.json part2.json
     [[ $stderr == *"given twice"* ]]
@@ -275,6 +283,9 @@ jq_num() {
     run -2 ds ds-eval -m "$F32" "$EVALS/gen.jsonl" --temp 0.5
     run -2 ds ds-eval --merge
     run -2 ds ds-eval --merge -m "$F32" a.json
+    cp "$EVALS/mc.jsonl" "$BATS_FILE_TMPDIR/in.jsonl"
+    run -2 ds ds-eval -m "$F32" "$BATS_FILE_TMPDIR/in.jsonl" --json "$BATS_FILE_TMPDIR/in.jsonl"
+    cmp "$EVALS/mc.jsonl" "$BATS_FILE_TMPDIR/in.jsonl"
     run -1 ds ds-eval -m "$F32" missing.jsonl
     printf 'short' > "$BATS_FILE_TMPDIR/short.txt"
     run -1 --separate-stderr ds ds-eval -m "$F32" --perplexity "$BATS_FILE_TMPDIR/short.txt"

@@ -129,7 +129,7 @@ TEST(logits_file_and_kl_divergence)
         other[i] = base[i] + 0.3f * frand(&seed);
     }
     ds_eval_stats_init(&s1, DS_EVAL_PPL);
-    ASSERT_EQ_INT(ds_eval_logits_create(path, V, N, tokens, W * N, &f), DS_OK);
+    ASSERT_EQ_INT(ds_eval_logits_create(path, V, N, W, tokens, W * N, &f), DS_OK);
     for (int w = 0; w < W; w++)
         ASSERT_EQ_INT(ds_eval_ppl_window(&s1, base, V, tokens + w * N, N, f, NULL), DS_OK);
     ASSERT_EQ_INT(ds_eval_logits_commit(f), DS_OK);
@@ -138,6 +138,7 @@ TEST(logits_file_and_kl_divergence)
     /* the same logits: KL ~ 0, same top everywhere, delta ppl 0 */
     ASSERT_EQ_INT(ds_eval_logits_open(path, V, &f), DS_OK);
     ASSERT_EQ_INT(ds_eval_logits_n_ctx(f), N);
+    ASSERT_EQ_INT(ds_eval_logits_n_windows(f), W);
     ASSERT(!memcmp(ds_eval_logits_tokens(f, &nt), tokens, sizeof(tokens)) && nt == W * N);
     ds_eval_stats_init(&s2, DS_EVAL_PPL);
     for (int w = 0; w < W; w++)
