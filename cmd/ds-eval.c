@@ -551,7 +551,7 @@ static void run_perplexity(struct ev *e)
     free(tokens);
 }
 
-/* ---- tasks ------------------------------------------------------------------------------------- */
+/* ---- tasks ------------------------------------------------------------------------- */
 
 /* The prompt text of an item, chat template applied; *add_bos: whether the
  * encoder must add BOS. */

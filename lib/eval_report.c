@@ -216,7 +216,11 @@ static cJSON *task_json(const struct ds_eval_task_report *t)
     COUNT_FIELDS(PUT_COUNT)
 #undef PUT_COUNT
     s = cJSON_AddObjectToObject(o, "sums");
-#define PUT_SUM(f) if (s) { ds_eval_sum_format(&t->st.f, hex); cJSON_AddStringToObject(s, #f, hex); }
+#define PUT_SUM(f)                                                                      \
+    if (s) {                                                                            \
+        ds_eval_sum_format(&t->st.f, hex);                                              \
+        cJSON_AddStringToObject(s, #f, hex);                                            \
+    }
     SUM_FIELDS(PUT_SUM)
 #undef PUT_SUM
     return o;

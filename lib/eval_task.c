@@ -307,7 +307,9 @@ static ds_err compile(const char *pat, pcre2_code **out)
 {
     int err;
     PCRE2_SIZE off;
-    *out = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_UTF, &err, &off, NULL);
+    // outputs may hold invalid UTF-8: match around it instead of failing
+    *out = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED,
+                         PCRE2_UTF | PCRE2_MATCH_INVALID_UTF, &err, &off, NULL);
     if (!*out) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(err, msg, sizeof(msg));
@@ -439,7 +441,8 @@ ds_err ds_eval_score_gen(const struct ds_eval_scorer *s, const char *output, con
         goto out;
     }
     out->exact = !strcmp(ng, np);
-    out->numeric = gold_num && ds_eval_parse_number(out->pred, &pv) && ds_eval_numbers_equal(pv, gv);
+    out->numeric =
+        gold_num && ds_eval_parse_number(out->pred, &pv) && ds_eval_numbers_equal(pv, gv);
     out->correct = gold_num ? out->numeric : out->exact;
     {
         size_t a = think_prefix ? strlen(think_prefix) : 0, b = strlen(output);

@@ -260,6 +260,9 @@ TEST(scoring_rules)
                                     &g), DS_OK);
     ASSERT(g.correct && g.format);
     ds_eval_gen_score_release(&g);
+    ASSERT_EQ_INT(ds_eval_score_gen(s, "\xff\xfe 12 \xc3", "12", NULL, &g), DS_OK);
+    ASSERT(!strcmp(g.pred, "12") && g.correct); /* invalid UTF-8 around the answer */
+    ds_eval_gen_score_release(&g);
     ASSERT_EQ_INT(ds_eval_score_gen(s, " Paris.", "paris", NULL, &g), DS_OK);
     ASSERT(g.exact && g.correct && !g.numeric);
     ds_eval_gen_score_release(&g);
