@@ -16,6 +16,7 @@
  *   ds_quant.h        ggml block quantization, dequantization, dot products
  *   ds_quantize.h     which type each tensor gets (presets, rules, fallbacks)
  *   ds_prune.h        pruning: sparsity, N:M, experts, heads, layers
+ *   ds_eval.h         evaluation: perplexity, KL divergence, JSONL tasks, reports
  */
 #ifndef DS_H
 #define DS_H
@@ -35,6 +36,7 @@
 #include "ds_quant.h"
 #include "ds_quantize.h"
 #include "ds_prune.h"
+#include "ds_eval.h"
 
 #ifdef __cplusplus
 extern "C" {
