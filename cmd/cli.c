@@ -190,8 +190,9 @@ static void print_help(const struct ds_cli *c)
     for (const struct ds_opt *o = common_opts; o->long_name; o++)
         if (!o->hidden && common_applies(c, o))
             print_opt(stdout, o);
-    printf("\nExit status: 0 success, 1 failure, 2 usage error.\n"
-           "See %s(1) for details and examples.\n", c->prog);
+    printf("\nExit status: %s.\n"
+           "See %s(1) for details and examples.\n",
+           c->exit_status ? c->exit_status : "0 success, 1 failure, 2 usage error", c->prog);
 }
 
 static void list_options(const struct ds_cli *c)

@@ -59,6 +59,7 @@ struct ds_cli {
     const char *summary;           /* one sentence for --help */
     const struct ds_opt *opts;     /* tool table, terminated by {0} */
     bool output_file;              /* tool writes a file: -o and -f */
+    const char *exit_status;       /* --help's exit-status line; NULL: 0, 1, 2 */
     /* state */
     int argc;
     char **argv;

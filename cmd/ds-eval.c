@@ -889,7 +889,8 @@ int main(int argc, char **argv)
                          "a base model's saved\nlog-probabilities, and JSONL tasks (multiple "
                          "choice, generation), with JSON and JUnit\nreports and thresholds for "
                          "CI (exit 3 when one is not met).",
-              .opts = options},
+              .opts = options,
+              .exit_status = "0 success, 1 failure, 2 usage error, 3 a threshold not met"},
         .n_predict = 256,
         .limit = -1,
         .temp = 0.8,
