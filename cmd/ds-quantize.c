@@ -233,8 +233,8 @@ int main(int argc, char **argv)
         case OPT_ERROR_IMATRIX: error_imatrix = arg; break;
         case OPT_LIST_TYPES:
             printf("presets:\n%s\ntypes: q4_0 q4_1 q5_0 q5_1 q8_0 q2_K q3_K q4_K q5_K q6_K iq4_nl "
-                   "iq4_xs fp8 f16 bf16 f32\n",
-                   ds_qrules_preset_help());
+                   "iq4_xs fp8 f16 bf16 f32\nkernels: %s (DS_SIMD=scalar|avx2 caps them)\n",
+                   ds_qrules_preset_help(), ds_quant_simd());
             ds_cli_finish_stdout(&c);
             return DS_EXIT_OK;
         default: break;

@@ -196,28 +196,43 @@ void ds_fp8_quantize(uint8_t *q, float *scale_inv, const float *w, int64_t rows,
     }
 }
 
+/* What the CPU has: 0 scalar, 1 AVX2 (+FMA, F16C), 2 AVX-512 F/BW/VL + VNNI. */
+static int cpu_level(void)
+{
+    int l = 0;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    /* every AVX2 CPU has F16C (and clang 14 does not know the "f16c" name) */
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        l = 1;
+    if (l == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+        l = 2;
+#endif
+    return l;
+}
+
+static int simd_level = -1;
+
 int ds_simd_level(void)
 {
-    static int level = -1;
-    if (level < 0) {
-        int l = 0;
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-        __builtin_cpu_init();
-        /* every AVX2 CPU has F16C (and clang 14 does not know the "f16c" name) */
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-            l = 1;
-        if (l == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-            __builtin_cpu_supports("avx512vl"))
-            l = 2;
-#endif
+    if (simd_level < 0) {
+        int l = cpu_level();
         const char *cap = getenv("DS_SIMD");
         if (cap && !strcmp(cap, "scalar"))
             l = 0;
         else if (cap && !strcmp(cap, "avx2") && l > 1)
             l = 1;
-        level = l;
+        simd_level = l;
     }
-    return level;
+    return simd_level;
+}
+
+int ds_simd_set_level(int level)
+{
+    int cpu = cpu_level();
+    simd_level = level < 0 ? -1 : level < cpu ? level : cpu;
+    return ds_simd_level();
 }
 
 const char *ds_quant_simd(void)
