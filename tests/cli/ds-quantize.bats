@@ -34,11 +34,16 @@ f32() {
 }
 
 # Issue 4 asks for argmax >= 98% and max |dlogit| <= 3% of max |logit| with
-# Q8_0. These random tiny checkpoints route on margins of 1e-3 (reference.json:
-# min_routing_margin), so any weight noise flips some expert choices: measured
-# 3.3% / 100% (V3) and 4.4% / 95% (V2-Lite, one position of 20); quantizing
-# only the embedding and head moves V3 by 13%. The bound below is what holds;
-# the numbers are printed for the record.
+# Q8_0. Measured: 3.3% / 100% (V3) and 4.4% / 95% (V2-Lite, one position of
+# 20). llama.cpp (tests/interop) on the very same Q8_0 files gives 3.3% / 100%
+# and 3.7% / 95% against our F32 logits: neither meets the bar on V2-Lite, and
+# llama.cpp and ds-run differ from each other by 0.07% (V3) and 1.7% (V2-Lite)
+# although their Q8_0 arithmetic differs only in float summation order. These
+# random tiny checkpoints route on margins of 6e-4 / 2e-3 (reference.json:
+# min_routing_margin), so any perturbation flips some expert choices: Q8_0
+# weights with float activations (the Q8_0 file dequantized to F32) give 13.5%
+# on V3, concentrated at two positions (8.1% and 13.5%; 0.8-2.3% elsewhere).
+# The bound below is what holds; the numbers are printed for the record.
 @test "ds-run on Q8_0: argmax >= 95% and max |dlogit| <= 5% of max |logit| (tiny models)" {
     local m tok nv out
     for m in v2 v3; do

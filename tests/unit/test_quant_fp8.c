@@ -7,6 +7,8 @@
 
 #include "ds_quant.h"
 #include "ds_tensor.h"
+#include "kernels_impl.h"
+#include "quant_impl.h"
 #include "test.h"
 
 static uint64_t rng_state = 0x243f6a8885a308d3ull;
@@ -105,8 +107,49 @@ TEST(round_trip)
     ASSERT_EQ_INT(bad_q, 0);
 }
 
+/* The float matmuls (F16, BF16, FP8 with tile scales) convert weights with
+ * AVX-512 or AVX2 where the CPU has them: the same bits at every level, and
+ * FP8 the same as the F32 matmul of the dequantized weights. */
+TEST(float_matmul_every_level)
+{
+    enum { T = 3, N = 37, K = 300, B = 128 }; /* K: ragged tiles, not a multiple of 16 */
+    static uint16_t w16[N * K];
+    static uint8_t q[N * K];
+    static float x[T * K], wf[N * K], y[3][3][T * N], yf[T * N];
+    const enum ds_type types[3] = {DS_TYPE_F16, DS_TYPE_BF16, DS_TYPE_F8_E4M3};
+    float scales[(N + B - 1) / B * ((K + B - 1) / B)];
+    for (int i = 0; i < T * K; i++)
+        x[i] = gauss();
+    for (int i = 0; i < N * K; i++) {
+        w16[i] = (uint16_t)(0x3000 + rng() % 0x1800) ^ (uint16_t)(rng() & 0x8000);
+        q[i] = (uint8_t)rng();
+        if ((q[i] & 0x7f) == 0x7f)
+            q[i] = 0x01; /* a subnormal instead of NaN */
+    }
+    for (size_t i = 0; i < sizeof(scales) / sizeof(scales[0]); i++)
+        scales[i] = ldexpf(1.0f + (float)(rng() % 100) / 100.0f, -8);
+    int levels = 0;
+    for (int l = 0; l <= 2; l++) {
+        if (ds_simd_set_level(l) != l)
+            break;
+        levels++;
+        for (int k = 0; k < 3; k++)
+            ds_matmul_scaled(y[l][k], N, x, K, k == 2 ? (const void *)q : (const void *)w16,
+                             types[k], k == 2 ? scales : NULL, B, T, N, K);
+    }
+    ds_simd_set_level(-1);
+    for (int l = 1; l < levels; l++)
+        for (int k = 0; k < 3; k++)
+            ASSERT_MSG(!memcmp(y[l][k], y[0][k], sizeof(y[0][0])), "%s: level %d differs",
+                       ds_type_name(types[k]), l);
+    ds_fp8_dequant(wf, q, scales, N, K, B);
+    ds_matmul(yf, N, x, K, wf, DS_TYPE_F32, T, N, K);
+    ASSERT(!memcmp(yf, y[levels - 1][2], sizeof(yf)));
+}
+
 int main(void)
 {
+    RUN(float_matmul_every_level);
     RUN(tiles_and_error);
     RUN(zero_tile);
     RUN(round_trip);
