@@ -79,8 +79,9 @@ void ds_fp8_quantize(uint8_t *q, float *scale_inv, const float *w, int64_t rows,
                      int64_t block);
 
 /* The instruction set chosen at run time: "avx512" (AVX-512 F, BW, VL and
- * VNNI: the dot products of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q4_K, Q5_K
- * and Q6_K; AVX2 kernels for the rest), "avx2" or "scalar". DS_SIMD=scalar|avx2
+ * VNNI: the dot products of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL and Q6_K;
+ * AVX2 kernels for the rest, which includes Q4_K and Q5_K, whose AVX-512
+ * versions measured slower), "avx2" or "scalar". DS_SIMD=scalar|avx2
  * in the environment caps it (for tests and benchmarks). Every level gives
  * the same bits. */
 const char *ds_quant_simd(void);

@@ -48,14 +48,14 @@ static void fp8_lut_init(void)
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 /* Vector conversions to float, exact like the scalar ones: F16 through F16C,
  * BF16 by widening and shifting; n a multiple of 16 (AVX-512) or 8 (AVX2). */
-__attribute__((target("avx2,f16c,avx512f"))) static void f16_to_f32_avx512(
-    float *dst, const uint16_t *s, int64_t n, bool bf16)
+__attribute__((target("avx2,f16c,avx512f"))) static void bf16_to_f32_avx512(float *dst,
+                                                                             const uint16_t *s,
+                                                                             int64_t n)
 {
     for (int64_t i = 0; i < n; i += 16) {
         __m256i h = _mm256_loadu_si256((const __m256i *)(s + i));
-        __m512 f = bf16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
-                        : _mm512_cvtph_ps(h);
-        _mm512_storeu_ps(dst + i, f);
+        _mm512_storeu_ps(dst + i,
+                         _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
     }
 }
 
@@ -95,14 +95,15 @@ __attribute__((target("avx2,f16c,avx512f"))) static void fp8_to_f32_avx512(float
     }
 }
 
-/* Converts a prefix of the n F16/BF16 values with the widest vectors the
- * CPU has (ds_simd_level); returns how many. */
+/* Converts a prefix of the n F16/BF16 values with vectors (AVX-512 for BF16;
+ * F16 stays on AVX2's F16C, measured faster than vcvtph2ps on 512 bits, see
+ * bench/matmul.c); returns how many. */
 static int64_t f16_to_f32_simd(float *dst, const uint16_t *s, int64_t n, bool bf16)
 {
-    int level = ds_simd_level();
+    int level = ds_simd_level() >= 2 && !bf16 ? 1 : ds_simd_level();
     int64_t m = level >= 2 ? n - n % 16 : level == 1 ? n - n % 8 : 0;
     if (level >= 2)
-        f16_to_f32_avx512(dst, s, m, bf16);
+        bf16_to_f32_avx512(dst, s, m);
     else if (level == 1)
         f16_to_f32_avx2(dst, s, m, bf16);
     return m;

@@ -14,8 +14,8 @@
  * the same integer sums and then repeat ggml's float operations in ggml's
  * order; the quantizers evaluate the candidate scales of each search in
  * parallel lanes, each lane doing the scalar loop's operations in its order.
- * The AVX-512 (VNNI) level has its own Q4_K, Q5_K and Q6_K dot products,
- * bit-exact too; it uses the AVX2 kernels for everything else.
+ * The AVX-512 (VNNI) level has its own Q6_K dot product, bit-exact too; it
+ * uses the AVX2 kernels for everything else (see the AVX-512 section).
  *
  * Float expressions must not be contracted into fused multiply-adds for this
  * to hold; the pragmas below say so to GCC and clang (clang's explicit
@@ -1980,13 +1980,16 @@ QK_AVX2 static void iq4_index_avx2(const float *x, float id, uint8_t *L)
         L[j] = (uint8_t)idx[j];
 }
 
-/* ---- AVX-512 (F, BW, VL, VNNI): Q4_K, Q5_K and Q6_K dot products ----------
+/* ---- AVX-512 (F, BW, VL, VNNI): the Q6_K dot product ---------------------
  *
  * The AVX2 scheme on twice the width: each 512-bit register holds two of the
  * AVX2 kernel's 32-element chunks, so its four 128-bit lanes are four
  * 16-element groups, and vpdpwssd does madd and add in one. The same 8 lanes
  * of exact integer sums come out, and the same float steps follow:
- * bit-exact with the scalar kernels.
+ * bit-exact with the scalar kernels. For Q4_K and Q5_K this scheme, and
+ * another (vpermb gathering each 32-element chunk's lane into a vpdpbusd
+ * dword, vpmulld for the chunk scales), measured 10-30% slower than the AVX2
+ * kernels (bench/matmul.c), which the AVX-512 level therefore keeps.
  */
 
 QK_AVX512 static inline __m512i load2x256(const void *a, const void *b)
@@ -2032,90 +2035,6 @@ QK_AVX512 static inline __m256i fold_mod8_512(__m512i lo, __m512i hi)
 QK_AVX512 static inline __m512i dot_pairs512(__m512i u, __m512i q8p)
 {
     return _mm512_maddubs_epi16(mod8_pairs512(u), q8p);
-}
-
-/* The Q4_K/Q5_K block's 8 lanes: a[T], b[T] (T = 0, 1) hold the unsigned
- * quants of chunks 64t .. 64t+31 and 64t+32 .. 64t+63 for t = 2T, 2T+1. */
-QK_AVX512 static inline __m256i qk4_lanes512(const __m512i *a, const __m512i *b, const uint8_t *sc,
-                                             const int8_t *q8)
-{
-    __m512i lo = _mm512_setzero_si512(), hi = lo;
-    for (int T = 0; T < 2; T++) {
-        const int8_t *y = q8 + 128 * T;
-        __m512i va = dot_pairs512(a[T], mod8_pairs512(load2x256(y, y + 64)));
-        __m512i vb = dot_pairs512(b[T], mod8_pairs512(load2x256(y + 32, y + 96)));
-        const uint8_t *c = sc + 4 * T;
-        acc_mod8_512(&lo, &hi, va, vb, scale_quads(c[0], c[1], c[0], c[1], c[2], c[3], c[2], c[3]));
-    }
-    return fold_mod8_512(lo, hi);
-}
-
-/* The scales, mins and min sum of a Q4_K/Q5_K block, as the AVX2 kernels take them. */
-static inline int qk4_mins(const uint8_t *scales12, const struct blk_q8_k *y, uint8_t *sc)
-{
-    uint8_t mn[8];
-    int sumi = 0;
-    for (int j = 0; j < 8; j++)
-        scale_min_k4(j, scales12, &sc[j], &mn[j]);
-    for (int j = 0; j < QK_K / 16; j++)
-        sumi += y->bsums[j] * mn[j / 2];
-    return sumi;
-}
-
-/* 5-bit quants: the bits (1 << bit_lo) in the low half and (1 << bit_hi) in
- * the high half of qh2 (qh in both halves) add 16. */
-QK_AVX512 static inline __m512i add_bit5(__m512i u, __m512i qh2, int bit_lo, int bit_hi)
-{
-    const __m512i bits = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << bit_lo)),
-                                            _mm256_set1_epi8((char)(1 << bit_hi)), 1);
-    return _mm512_mask_add_epi8(u, _mm512_test_epi8_mask(qh2, bits), u, _mm512_set1_epi8(16));
-}
-
-/* q5: a block of Q5_K (with qh) or NULL for Q4_K. */
-QK_AVX512 static float qk45_dot_avx512(const uint8_t *qs, const uint8_t *scales12, uint16_t dh,
-                                       uint16_t mh, const uint8_t *qh, const struct blk_q8_k *y,
-                                       __m256 *sums, float sumf)
-{
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    uint8_t sc[8];
-    int sumi = qk4_mins(scales12, y, sc);
-    __m512i a[2], b[2];
-    for (int T = 0; T < 2; T++) {
-        __m512i q4 = _mm512_loadu_si512((const void *)(qs + 64 * T));
-        a[T] = _mm512_and_si512(q4, m4);
-        b[T] = _mm512_and_si512(_mm512_srli_epi16(q4, 4), m4);
-        if (qh) {
-            __m512i qh2 = _mm512_broadcast_i64x4(load256(qh));
-            a[T] = add_bit5(a[T], qh2, 4 * T, 4 * T + 2);
-            b[T] = add_bit5(b[T], qh2, 4 * T + 1, 4 * T + 3);
-        }
-    }
-    *sums = acc_lanes(*sums, h2f_f16c(dh) * y->d, qk4_lanes512(a, b, sc, y->qs));
-    const float dmin = h2f_f16c(mh) * y->d;
-    return sumf - dmin * sumi;
-}
-
-QK_AVX512 static float q4k_dot_avx512(const void *row, const void *qx, int64_t n)
-{
-    const struct blk_q4_k *x = row;
-    const struct blk_q8_k *y = qx;
-    __m256 sums = _mm256_setzero_ps();
-    float sumf = 0;
-    for (int64_t i = 0; i < n / QK_K; i++)
-        sumf = qk45_dot_avx512(x[i].qs, x[i].scales, x[i].d, x[i].dmin, NULL, &y[i], &sums, sumf);
-    return add_in_order(sumf, sums);
-}
-
-QK_AVX512 static float q5k_dot_avx512(const void *row, const void *qx, int64_t n)
-{
-    const struct blk_q5_k *x = row;
-    const struct blk_q8_k *y = qx;
-    __m256 sums = _mm256_setzero_ps();
-    float sumf = 0;
-    for (int64_t i = 0; i < n / QK_K; i++)
-        sumf = qk45_dot_avx512(x[i].qs, x[i].scales, x[i].d, x[i].dmin, x[i].qh, &y[i], &sums,
-                               sumf);
-    return add_in_order(sumf, sums);
 }
 
 QK_AVX512 static float q6k_dot_avx512(const void *row, const void *qx, int64_t n)
@@ -2194,8 +2113,8 @@ void ds_quantize_q8_k(const float *x, void *dst, int64_t n)
 
 QK_KERNELS(q2k)
 QK_KERNELS(q3k)
-QK_KERNELS512(q4k)
-QK_KERNELS512(q5k)
+QK_KERNELS(q4k)
+QK_KERNELS(q5k)
 QK_KERNELS512(q6k)
 QK_KERNELS(iq4xs)
 
