@@ -4,11 +4,17 @@
 # the memory-bandwidth bound: measured read bandwidth / bytes of weights read
 # per token (everything but the embedding table, and 6 of 64 routed experts).
 #   sh bench/quantize.sh [WORKDIR]     (uses bench/run.sh's lite-bf16.gguf)
+# SIMD="avx512 avx2" runs decode at each of these levels (DS_SIMD), the levels
+# alternating run by run so that their ratio is measured back to back.
+# TYPES (default "q8_0 q6_k q4_k_m q4_0 fp8") and RUNS (3) as wanted;
+# QUANTIZE=0 skips the quantization timings (one run makes the model).
 set -eu
 cd "$(dirname "$0")/.."
 W=${1:-bench/out}
 RUNS=${RUNS:-3}
-TYPES=${TYPES:-"q8_0 q6_k q4_k_m q4_0"}
+TYPES=${TYPES:-"q8_0 q6_k q4_k_m q4_0 fp8"}
+SIMD=${SIMD:-default}
+QUANTIZE=${QUANTIZE:-1}
 make -s all build/bench/membw build/bench/gen-checkpoint
 [ -s "$W/lite-bf16.gguf" ] || sh bench/run.sh "$W" > /dev/null
 in=$W/lite-bf16.gguf
@@ -22,7 +28,8 @@ for t in $TYPES; do
     for th in 1 2; do
         : > "$W/qt"
         runs=$RUNS
-        case $t in q8_0|q4_0) ;; *) runs=1 ;; esac   # the k-quant searches are slow
+        case $t in q8_0|q4_0|fp8) ;; *) runs=1 ;; esac   # the k-quant searches are slow
+        [ "$QUANTIZE" = 1 ] || { [ "$th" = 1 ] && runs=1 || continue; }
         for i in $(seq "$runs"); do
             /usr/bin/time -f '%e' -o "$W/t1" cmd/ds-quantize -q -f -T "$th" -t "$t" "$in" \
                 -o "$W/$t.gguf"
@@ -41,15 +48,22 @@ for t in $TYPES; do
             s += by }
         END { printf "%.0f", s }')
     for th in 1 2; do
-        : > "$W/tg"
+        for l in $SIMD; do : > "$W/tg.$l"; done
         for i in $(seq "$RUNS"); do
-            cmd/ds-run -T "$th" -m "$W/$t.gguf" --tokens "$tokens" -n 16 --temp 0 --json |
-                sed 's/.*"generation_tokens_per_s":\([0-9.e+-]*\).*/\1/' >> "$W/tg"
+            for l in $SIMD; do
+                DS_SIMD=$l cmd/ds-run -T "$th" -m "$W/$t.gguf" --tokens "$tokens" -n 16 \
+                    --temp 0 --json |
+                    sed 's/.*"generation_tokens_per_s":\([0-9.e+-]*\).*/\1/' >> "$W/tg.$l"
+            done
         done
-        tg=$(median < "$W/tg")
         bw=$bw1; [ "$th" = 2 ] && bw=$bw2
-        awk -v t="$t" -v th="$th" -v tg="$tg" -v a="$active" -v bw="$bw" \
-            'BEGIN { printf "decode   %-7s -T %s: %6.2f tokens/s; %.0f MB of weights per token; bound %.2f tokens/s (%.0f%%)\n", t, th, tg, a / 1e6, bw * 1e9 / a, 100 * tg / (bw * 1e9 / a) }'
+        for l in $SIMD; do
+            tg=$(median < "$W/tg.$l")
+            lv=$(DS_SIMD=$l cmd/ds-quantize --list-types | sed -n 's/^kernels: \([a-z0-9]*\).*/\1/p')
+            awk -v t="$t" -v th="$th" -v tg="$tg" -v a="$active" -v bw="$bw" -v l="${lv:-$l}" \
+                'BEGIN { printf "decode   %-7s -T %s %-7s: %6.2f tokens/s; %.0f MB of weights per token; bound %.2f tokens/s (%.0f%%)\n", t, th, l, tg, a / 1e6, bw * 1e9 / a, 100 * tg / (bw * 1e9 / a) }'
+            rm -f "$W/tg.$l"
+        done
     done
     rm -f "$W/$t.gguf"
 done

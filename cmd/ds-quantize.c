@@ -30,9 +30,9 @@ enum {
 static const struct ds_opt options[] = {
     {OPT_TYPE, 't', "type", "TYPE",
      "target: a preset (q4_k_m, q5_k_m, q3_k_m, q2_k, ...) or a type (q8_0, q4_0, q4_K, "
-     "iq4_nl, f16, ...)",
+     "iq4_nl, fp8, f16, ...)",
      NULL, "q2_k|q3_k_s|q3_k_m|q3_k_l|q4_k_s|q4_k_m|q5_k_s|q5_k_m|q6_k|q8_0|q4_0|q4_1|q5_0|q5_1|"
-           "q2_K|q3_K|q4_K|q5_K|q6_K|iq4_nl|iq4_xs|f16|bf16|f32",
+           "q2_K|q3_K|q4_K|q5_K|q6_K|iq4_nl|iq4_xs|fp8|f16|bf16|f32",
      false},
     {OPT_TENSOR_TYPE, 0, "tensor-type", "REGEX=TYPE",
      "give tensors whose name matches REGEX this type (repeatable; the first match wins)", NULL,
@@ -133,7 +133,6 @@ static enum ds_type type_of(void *ud, const struct ds_meta *meta, const char *na
                             const char **note)
 {
     struct hook *h = ud;
-    (void)planned;
     if (!h->layers_set) {
         int64_t blocks = 0, nextn = 0;
         ds_meta_get_int(meta, "deepseek2.block_count", &blocks);
@@ -141,7 +140,7 @@ static enum ds_type type_of(void *ud, const struct ds_meta *meta, const char *na
         ds_qrules_set_layers(h->rules, blocks - nextn);
         h->layers_set = true;
     }
-    return ds_qrules_type(h->rules, name, n_dims, ne, note);
+    return ds_qrules_type(h->rules, name, n_dims, ne, planned, note);
 }
 
 static void on_tensor(void *ud, const struct ds_tensor_report *t)
@@ -234,8 +233,8 @@ int main(int argc, char **argv)
         case OPT_ERROR_IMATRIX: error_imatrix = arg; break;
         case OPT_LIST_TYPES:
             printf("presets:\n%s\ntypes: q4_0 q4_1 q5_0 q5_1 q8_0 q2_K q3_K q4_K q5_K q6_K iq4_nl "
-                   "iq4_xs f16 bf16 f32\n",
-                   ds_qrules_preset_help());
+                   "iq4_xs fp8 f16 bf16 f32\nkernels: %s (DS_SIMD=scalar|avx2 caps them)\n",
+                   ds_qrules_preset_help(), ds_quant_simd());
             ds_cli_finish_stdout(&c);
             return DS_EXIT_OK;
         default: break;

@@ -768,7 +768,38 @@ struct sink_io {
     const float *imp;      /* importance of its columns (per expert slab), or NULL */
     bool measure;          /* compute err2 and x2 (someone reads the report) */
     bool imp_error_only;   /* imp weights the error only, not the quantization */
+    /* FP8 outputs quantized here: their tile scales, written as the next tensor */
+    float *scales;
+    size_t n_scales, cap_scales;
 };
+
+/* Quantizes nr rows of cols floats (nr a multiple of block, or the last
+ * rows) to FP8 E4M3 in out, appending their tile scales to io->scales and the
+ * squared error to io. */
+static ds_err encode_fp8(struct sink_io *io, const float *f, uint64_t nr, uint64_t cols,
+                         int64_t block, void *out)
+{
+    uint64_t ns = (nr + (uint64_t)block - 1) / (uint64_t)block *
+                  ((cols + (uint64_t)block - 1) / (uint64_t)block);
+    float *sc, *back = NULL;
+    DS_TRY(ds_grow((void **)&io->scales, &io->cap_scales, io->n_scales + ns, sizeof(float)));
+    sc = io->scales + io->n_scales;
+    ds_fp8_quantize(out, sc, f, (int64_t)nr, (int64_t)cols, block);
+    io->n_scales += ns;
+    if (!io->measure)
+        return DS_OK;
+    back = ds_malloc(nr * cols * sizeof(float));
+    if (!back)
+        return DS_ERR_NOMEM;
+    ds_fp8_dequant(back, out, sc, (int64_t)nr, (int64_t)cols, block);
+    for (uint64_t i = 0; i < nr * cols; i++) {
+        double w = io->imp ? io->imp[i % cols] : 1.0, d = (double)f[i] - back[i];
+        io->err2 += w * d * d;
+        io->x2 += w * (double)f[i] * f[i];
+    }
+    free(back);
+    return DS_OK;
+}
 
 /* Encodes nr rows of cols floats as dst (a float or a block type) into out,
  * adding the squared error to io (weighted by io->imp when set). */
@@ -852,8 +883,6 @@ static ds_err emit(struct source *s, struct sink_io *io, const struct ltensor *t
         DS_FAIL_IF(!src_ok || !dst_ok, DS_ERR_UNSUPPORTED,
                    "'%s': tensor '%s' is %s; converting it to %s is not supported", s->name,
                    t->name, ds_type_name(t->type), ds_type_name(dst));
-        DS_FAIL_IF(dst == DS_TYPE_F8_E4M3, DS_ERR_UNSUPPORTED,
-                   "'%s': converting '%s' to fp8 is ds-quantize's job", s->name, t->name);
         if (band < (uint64_t)b)
             band = (uint64_t)b;
         band -= band % (uint64_t)b;
@@ -872,7 +901,10 @@ static ds_err emit(struct source *s, struct sink_io *io, const struct ltensor *t
         for (uint64_t r0 = 0; r0 < rows; r0 += band) {
             uint64_t nr = rows - r0 < band ? rows - r0 : band;
             DS_CHECK(read_rows_f32(s, t, r0, nr, f));
-            DS_CHECK(encode_rows(io, dst, f, nr, cols, outb));
+            if (dst == DS_TYPE_F8_E4M3)
+                DS_CHECK(encode_fp8(io, f, nr, cols, b, outb));
+            else
+                DS_CHECK(encode_rows(io, dst, f, nr, cols, outb));
             DS_CHECK(ds_writer_write(io->w, outb, nr * rowb));
         }
     }
@@ -890,7 +922,7 @@ out:
 
 /* ---- GGUF sink ---------------------------------------------------------------------------- */
 
-enum gop { G_COPY, G_STACK, G_KB, G_VB };
+enum gop { G_COPY, G_STACK, G_KB, G_VB, G_SCALE /* tile scales of the tensor before */ };
 
 struct gout {
     enum gop op;
@@ -945,6 +977,11 @@ static ds_err gplan_add(struct gplan *p, struct type_hook *h, const char *name, 
 {
     struct gout *o;
     DS_TRY(hook_type(h, name, n_dims, ne, src_type, &type));
+    DS_RETURN_IF(type == DS_TYPE_F8_E4M3 && src_type != type && (op == G_KB || op == G_VB),
+                 DS_ERR_UNSUPPORTED,
+                 "'%s': '%s' cannot be fp8 (its tiles would cross heads); give attn_kv_b the "
+                 "fp8 type instead, it then stays whole",
+                 h->s->name, name);
     DS_TRY(ds_gguf_add_tensor(&p->g, name, type, n_dims, ne));
     DS_TRY(ds_grow((void **)&p->out, &p->cap, p->g.n_tensors, sizeof(*p->out)));
     o = &p->out[p->g.n_tensors - 1];
@@ -962,6 +999,35 @@ static ds_err gplan_add(struct gplan *p, struct type_hook *h, const char *name, 
     o->src[0] = src;
     *idx = p->g.n_tensors - 1;
     return DS_OK;
+}
+
+/* Adds "<name>_scale_inv" (F32) after output tensor w when w becomes FP8 from
+ * another type: its tile scales, computed while w is written. */
+static ds_err gplan_add_scale(struct gplan *p, size_t w, int64_t block)
+{
+    struct type_hook none = {0};
+    const struct ds_tensor_info *ti = &p->g.tensors[w];
+    char name[DS_GGUF_MAX_NAME + 32];
+    int64_t ne[3] = {(ti->ne[0] + block - 1) / block, (ti->ne[1] + block - 1) / block, ti->ne[2]};
+    size_t idx;
+    if (ti->type != DS_TYPE_F8_E4M3)
+        return DS_OK;
+    snprintf(name, sizeof(name), "%s%s", ti->name, SCALE_SUFFIX);
+    DS_RETURN_IF(strlen(name) >= DS_GGUF_MAX_NAME, DS_ERR_LIMIT,
+                 "GGUF name '%s' is longer than 63 bytes", name);
+    return gplan_add(p, &none, name, DS_TYPE_F32, DS_TYPE_F32, ti->n_dims, ne, G_SCALE, (long)w,
+                     1, &idx);
+}
+
+/* True when the type hook makes the whole kv_b (GGUF name whole, ggml shape
+ * ne) FP8: then it is kept whole, as FP8 checkpoints keep it. */
+static bool hook_wants_fp8(const struct type_hook *h, const char *whole, const int64_t *ne,
+                           enum ds_type planned)
+{
+    const char *note = NULL;
+    return h->o && h->o->type_of &&
+           h->o->type_of(h->o->type_ud, h->s->meta, whole, 2, ne, planned, &note) ==
+               DS_TYPE_F8_E4M3;
 }
 
 static int file_type_of(int outtype)
@@ -1003,13 +1069,13 @@ static ds_err plan_gguf(struct source *s, int outtype, const char *prov,
                         const struct ds_convert_opts *opts, struct gplan *p)
 {
     ds_err rc = DS_OK;
-    struct type_hook hook = {.o = opts, .s = s};
+    struct type_hook hook = {.o = opts, .s = s}, none = {.s = s};
     bool any_block = false;
     /* "as stored": a GGUF that keeps FP8 stays FP8; Hugging Face FP8 becomes BF16 */
     bool keep_fp8 = outtype == DS_TYPE_F8_E4M3 || (outtype < 0 && s->fmt == DS_FORMAT_GGUF);
     int64_t n_expert = 0;
     enum ds_type common = DS_TYPE_F32;
-    bool any_fp8 = false;
+    bool any_fp8 = false, out_fp8 = false; /* FP8 in the input, in the output */
 
     DS_CHECK(ds_gguf_init(&p->g));
     ds_meta_free(p->g.meta);
@@ -1032,8 +1098,10 @@ static ds_err plan_gguf(struct source *s, int outtype, const char *prov,
         if (t->passthrough) {
             const struct ds_tensor_info *ti = &s->g.tensors[t->raw];
             ty = out_type(t, keep_fp8 ? (int)DS_TYPE_F8_E4M3 : outtype, ti->name, true);
-            DS_CHECK(gplan_add(p, &hook, ti->name, ty, t->type, ti->n_dims, ti->ne, G_COPY,
-                               (long)i, 1, &idx));
+            DS_CHECK(gplan_add(p, t->is_scale ? &none : &hook, ti->name, ty, t->type, ti->n_dims,
+                               ti->ne, G_COPY, (long)i, 1, &idx));
+            if (t->type != DS_TYPE_F8_E4M3 && ti->n_dims >= 2)
+                DS_CHECK(gplan_add_scale(p, idx, s->fp8_block));
             continue;
         }
         snprintf(base, sizeof(base), "%.*s",
@@ -1042,6 +1110,18 @@ static ds_err plan_gguf(struct source *s, int outtype, const char *prov,
          * cannot be split per head); otherwise llama.cpp's k_b/v_b split */
         kind = hf_to_gguf(base, !(keep_fp8 && (t->type == DS_TYPE_F8_E4M3 || t->is_scale)), gname,
                           sizeof(gname), &expert);
+        if (kind == M_KVB && !t->is_scale && t->n_dims == 2) {
+            /* ds-quantize may make it FP8: then it stays whole too */
+            char whole[DS_GGUF_MAX_NAME + 32];
+            int64_t wne[2] = {t->shape[1], t->shape[0]};
+            if (hf_to_gguf(base, false, whole, sizeof(whole), &expert) == M_PLAIN &&
+                hook_wants_fp8(&hook, whole,  wne,
+                               out_type(t, keep_fp8 ? (int)DS_TYPE_F8_E4M3 : outtype, whole,
+                                        true))) {
+                kind = M_PLAIN;
+                snprintf(gname, sizeof(gname), "%s", whole);
+            }
+        }
         DS_FAIL_IF(kind == M_NONE, DS_ERR_UNSUPPORTED,
                    "'%s': tensor '%s' has no GGUF (deepseek2) name", s->name, t->name);
         if (t->is_scale) {
@@ -1058,10 +1138,12 @@ static ds_err plan_gguf(struct source *s, int outtype, const char *prov,
                        "'%s': tensor '%s' has %u dimensions", s->name, t->name, t->n_dims);
             for (uint32_t d = 0; d < t->n_dims; d++)
                 ne[d] = t->shape[t->n_dims - 1 - d];
-            DS_CHECK(gplan_add(p, &hook, gname, ty, t->type, t->n_dims, ne, G_COPY, (long)i, 1,
-                               &idx));
+            DS_CHECK(gplan_add(p, t->is_scale ? &none : &hook, gname, ty, t->type, t->n_dims, ne,
+                               G_COPY, (long)i, 1, &idx));
             if (ty != DS_TYPE_F32 && t->n_dims >= 2)
                 common = ty;
+            if (t->type != DS_TYPE_F8_E4M3 && !t->is_scale && t->n_dims >= 2)
+                DS_CHECK(gplan_add_scale(p, idx, s->fp8_block));
         } else if (kind == M_KVB) {
             int64_t H = 0, nope = 0, v = 0, rope = 0, R = t->shape[1];
             char kname[DS_GGUF_MAX_NAME + 32], vname[DS_GGUF_MAX_NAME + 32];
@@ -1094,11 +1176,13 @@ static ds_err plan_gguf(struct source *s, int outtype, const char *prov,
             existing = ds_gguf_find(&p->g, gname);
             if (existing < 0) {
                 int64_t sne[3] = {t->shape[1], t->shape[0], n_expert};
-                DS_CHECK(gplan_add(p, &hook, gname, ty, t->type, 3, sne, G_STACK, -1,
-                                   (size_t)n_expert, &idx));
+                DS_CHECK(gplan_add(p, t->is_scale ? &none : &hook, gname, ty, t->type, 3, sne,
+                                   G_STACK, -1, (size_t)n_expert, &idx));
                 existing = (long)idx;
                 if (ty != DS_TYPE_F32)
                     common = ty;
+                if (t->type != DS_TYPE_F8_E4M3 && !t->is_scale)
+                    DS_CHECK(gplan_add_scale(p, idx, s->fp8_block));
             }
             {
                 struct gout *o = &p->out[existing];
@@ -1113,15 +1197,18 @@ static ds_err plan_gguf(struct source *s, int outtype, const char *prov,
             }
         }
     }
-    for (size_t i = 0; i < p->g.n_tensors; i++)
-        for (size_t k = 0; k < p->out[i].n_src; k++)
+    for (size_t i = 0; i < p->g.n_tensors; i++) {
+        if (p->g.tensors[i].type == DS_TYPE_F8_E4M3)
+            out_fp8 = true;
+        for (size_t k = 0; p->out[i].op != G_SCALE && k < p->out[i].n_src; k++)
             DS_FAIL_IF(p->out[i].src[k] < 0, DS_ERR_FORMAT,
                        "'%s': '%s' is missing expert %zu", s->name, p->g.tensors[i].name, k);
+    }
 
     /* metadata */
     {
         int ft = file_type_of(outtype < 0 || keep_fp8 ? (int)common : outtype);
-        if (keep_fp8 && any_fp8) {
+        if (out_fp8) {
             ds_meta_remove(p->g.meta, "general.file_type");
             DS_CHECK(ds_meta_set_u32(p->g.meta, "dskit.fp8.block_size", (uint32_t)s->fp8_block));
         } else {
@@ -1199,6 +1286,8 @@ static ds_err write_gguf(struct source *s, struct gplan *p, struct sink_io *io,
         const float *imp = NULL;
         io->err2 = io->x2 = 0;
         io->imp = NULL;
+        if (o->op != G_SCALE)
+            io->n_scales = 0;
         if (opts->importance && (o->op == G_COPY || o->op == G_STACK))
             imp = opts->importance(opts->importance_ud, ti->name,
                                    ti->ne[0] * (o->op == G_STACK ? ti->ne[2] : 1));
@@ -1217,9 +1306,15 @@ static ds_err write_gguf(struct source *s, struct gplan *p, struct sink_io *io,
         case G_VB:
             DS_TRY(emit_kvb_part(s, io, &s->lt[o->src[0]], ti, o->op));
             break;
+        case G_SCALE:
+            DS_RETURN_IF(io->n_scales * sizeof(float) != ti->nbytes, DS_ERR_STATE,
+                         "internal: '%s' has %zu scales", ti->name, io->n_scales);
+            DS_TRY(ds_writer_write(io->w, io->scales, ti->nbytes));
+            break;
         }
         if (opts->on_tensor) {
-            const struct ltensor *first = &s->lt[o->src[0]];
+            const struct ltensor *first =
+                &s->lt[o->op == G_SCALE ? p->out[o->src[0]].src[0] : o->src[0]];
             struct ds_tensor_report rep = {
                 .name = ti->name, .type = ti->type, .source_type = first->type,
                 .n_elements = 1, .bytes = ti->nbytes, .sum_err2 = io->err2, .sum_x2 = io->x2,
@@ -1444,6 +1539,7 @@ ds_err ds_convert(const struct ds_convert_opts *o, struct ds_convert_stats *stat
 out:
     stats->bytes_in = s.bytes_in;
     ds_writer_free(io.w);
+    free(io.scales);
     gplan_release(&p);
     source_release(&s);
     return rc;

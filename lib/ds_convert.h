@@ -69,7 +69,11 @@ struct ds_convert_opts {
     /* ds-quantize. GGUF outputs only; zero values change nothing. */
     /* The type of each output tensor: called with the output's metadata, the
      * tensor's GGUF name, ggml shape and the type the rules above give; returns the type to write (a float
-     * or a ggml block type; see ds_quant.h). *note may be set to a short
+     * or a ggml block type; see ds_quant.h). DS_TYPE_F8_E4M3 for a matrix that
+     * is not FP8 quantizes it with ds_fp8_quantize and adds its
+     * "<name>_scale_inv" (F32 tile scales) right after it; asked for the whole
+     * "blk.N.attn_kv_b.weight" first, FP8 keeps kv_b whole (no k_b/v_b split).
+     * *note may be set to a short
      * static text (a fallback, say) that is passed on to on_tensor. */
     enum ds_type (*type_of)(void *ud, const struct ds_meta *meta, const char *name,
                             uint32_t n_dims, const int64_t *ne, enum ds_type planned,

@@ -66,8 +66,24 @@ float ds_quant_dot_f32(enum ds_type t, const void *row, const float *x, int64_t 
 ds_err ds_quant_error(enum ds_type t, const float *x, const void *q, int64_t n,
                       const float *imatrix, double *sum_err2, double *sum_x2);
 
-/* The instruction set chosen at run time: "avx512", "avx2" or "scalar".
- * DS_SIMD=scalar|avx2 in the environment caps it (for tests and benchmarks). */
+/* DeepSeek FP8 block quantization, the inverse of ds_fp8_dequant (ds_tensor.h):
+ * w (rows, cols) -> q (rows, cols) E4M3 and scale_inv (ceil(rows/block),
+ * ceil(cols/block)), one scale per block x block tile (ragged edge tiles
+ * included): scale = amax / 448 over the tile (DeepSeek's quantizer), q =
+ * e4m3(w / scale) rounded to nearest even; an all-zero tile gets scale 0 and
+ * zero bytes. When w holds FP8 weights dequantized (q' * s), amax / 448 can
+ * miss s by one ulp (448 * s was rounded): then the neighbour of amax / 448
+ * that gives w back exactly is used, so FP8 -> F32 -> FP8 is lossless for
+ * tiles whose largest |q'| is 448. Tiles are quantized in parallel (OpenMP). */
+void ds_fp8_quantize(uint8_t *q, float *scale_inv, const float *w, int64_t rows, int64_t cols,
+                     int64_t block);
+
+/* The instruction set chosen at run time: "avx512" (AVX-512 F, BW, VL and
+ * VNNI: the dot products of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL and Q6_K;
+ * AVX2 kernels for the rest, which includes Q4_K and Q5_K, whose AVX-512
+ * versions measured slower), "avx2" or "scalar". DS_SIMD=scalar|avx2
+ * in the environment caps it (for tests and benchmarks). Every level gives
+ * the same bits. */
 const char *ds_quant_simd(void);
 
 #ifdef __cplusplus

@@ -10,7 +10,11 @@
  *   3. kept F32 unless a rule above says otherwise: the router
  *      (ffn_gate_inp), exp_probs_b, every norm and every 1-D tensor;
  *   4. the preset's mix (see ds_qrules_preset_help);
- *   5. the target type.
+ *   5. the target type; for target fp8 (DeepSeek's FP8: E4M3 with 128x128
+ *      tile scales, see ds_fp8_quantize) embeddings and output heads
+ *      (token_embd, output, the MTP layer's embed_tokens and shared_head_head)
+ *      keep their source type, as DeepSeek's FP8 checkpoints keep them BF16.
+ * fp8 asked for a 1-D tensor gives f32 (reported).
  * A type whose block does not divide the row length (ne[0]) falls back as
  * llama.cpp does: q4_K -> q5_0, q5_K -> q5_1, q6_K -> q8_0, q2_K, q3_K and
  * iq4_xs -> iq4_nl; a 32-element type that does not fit either -> f16. The
@@ -31,7 +35,8 @@ extern "C" {
 
 struct ds_qrules;
 
-/* target: a ggml type name (q4_0, q4_K, q8_0, iq4_nl, f16, ...) or a preset
+/* target: a ggml type name (q4_0, q4_K, q8_0, iq4_nl, f16, ...), fp8 (or
+ * f8_e4m3), or a preset
  * (q2_k, q3_k_s, q3_k_m, q3_k_l, q4_k_s, q4_k_m, q5_k_s, q5_k_m, q6_k;
  * case-insensitive). n_layers is the model's block count (for the presets
  * that give some layers more bits). DS_ERR_ARG for an unknown target. */
@@ -48,10 +53,11 @@ ds_err ds_qrules_add(struct ds_qrules *r, const char *rule);
 ds_err ds_qrules_set_output(struct ds_qrules *r, const char *type);
 ds_err ds_qrules_set_embd(struct ds_qrules *r, const char *type);
 
-/* The type for a tensor; *note gets a static text when a fallback applied
- * ("q4_K -> q5_0: row of 128 is not a multiple of 256"), else NULL. */
+/* The type for a tensor whose source type is source; *note gets a static
+ * text when a fallback applied ("q4_K -> q5_0: row of 128 is not a multiple
+ * of 256"), else NULL. */
 enum ds_type ds_qrules_type(struct ds_qrules *r, const char *name, uint32_t n_dims,
-                            const int64_t *ne, const char **note);
+                            const int64_t *ne, enum ds_type source, const char **note);
 
 /* llama_ftype for general.file_type (e.g. 15 for q4_k_m), or -1. */
 int ds_qrules_file_type(const struct ds_qrules *r);

@@ -149,28 +149,90 @@ ds_err ds_quant_error(enum ds_type t, const float *x, const void *qrow, int64_t 
     return rc;
 }
 
+/* True when scale s reproduces every element of the tile: fp8(w / s) * s == w
+ * (w holds FP8 weights dequantized with s). */
+static bool fp8_tile_exact(const float *w, int64_t cols, int64_t i0, int64_t i1, int64_t j0,
+                           int64_t j1, float s)
+{
+    for (int64_t i = i0; i < i1; i++)
+        for (int64_t j = j0; j < j1; j++)
+            if (ds_fp8_e4m3_to_f32(ds_f32_to_fp8_e4m3(w[i * cols + j] / s)) * s != w[i * cols + j])
+                return false;
+    return true;
+}
+
+void ds_fp8_quantize(uint8_t *q, float *scale_inv, const float *w, int64_t rows, int64_t cols,
+                     int64_t block)
+{
+    int64_t srows = (rows + block - 1) / block, scols = (cols + block - 1) / block;
+    if (rows <= 0 || cols <= 0 || block <= 0)
+        return;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (rows * cols >= (1 << 16))
+#endif
+    for (int64_t t = 0; t < srows * scols; t++) {
+        int64_t i0 = t / scols * block, j0 = t % scols * block;
+        int64_t i1 = i0 + block < rows ? i0 + block : rows;
+        int64_t j1 = j0 + block < cols ? j0 + block : cols;
+        float amax = 0.0f, s;
+        for (int64_t i = i0; i < i1; i++)
+            for (int64_t j = j0; j < j1; j++)
+                amax = fmaxf(amax, fabsf(w[i * cols + j]));
+        s = amax / 448.0f;
+        /* 448 * s rounds: for dequantized FP8 input, amax / 448 can miss the
+         * tile's scale by an ulp; a neighbour that gives the input back
+         * exactly is that scale (so FP8 -> F32 -> FP8 is lossless) */
+        if (s > 0.0f && isfinite(s) && !fp8_tile_exact(w, cols, i0, i1, j0, j1, s)) {
+            float up = nextafterf(s, INFINITY), down = nextafterf(s, 0.0f);
+            if (fp8_tile_exact(w, cols, i0, i1, j0, j1, up))
+                s = up;
+            else if (fp8_tile_exact(w, cols, i0, i1, j0, j1, down))
+                s = down;
+        }
+        scale_inv[t] = s;
+        for (int64_t i = i0; i < i1; i++)
+            for (int64_t j = j0; j < j1; j++)
+                q[i * cols + j] = s > 0.0f ? ds_f32_to_fp8_e4m3(w[i * cols + j] / s) : 0;
+    }
+}
+
+/* What the CPU has: 0 scalar, 1 AVX2 (+FMA, F16C), 2 AVX-512 F/BW/VL + VNNI. */
+static int cpu_level(void)
+{
+    int l = 0;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    /* every AVX2 CPU has F16C (and clang 14 does not know the "f16c" name) */
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        l = 1;
+    if (l == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
+        l = 2;
+#endif
+    return l;
+}
+
+static int simd_level = -1;
+
 int ds_simd_level(void)
 {
-    static int level = -1;
-    if (level < 0) {
-        int l = 0;
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-        __builtin_cpu_init();
-        /* every AVX2 CPU has F16C (and clang 14 does not know the "f16c" name) */
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-            l = 1;
-        if (l == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-            __builtin_cpu_supports("avx512vl"))
-            l = 2;
-#endif
+    if (simd_level < 0) {
+        int l = cpu_level();
         const char *cap = getenv("DS_SIMD");
         if (cap && !strcmp(cap, "scalar"))
             l = 0;
         else if (cap && !strcmp(cap, "avx2") && l > 1)
             l = 1;
-        level = l;
+        simd_level = l;
     }
-    return level;
+    return simd_level;
+}
+
+int ds_simd_set_level(int level)
+{
+    int cpu = cpu_level();
+    simd_level = level < 0 ? -1 : level < cpu ? level : cpu;
+    return ds_simd_level();
 }
 
 const char *ds_quant_simd(void)

@@ -63,8 +63,12 @@ static inline int ds_nearest_int(float f)
  * L (n) = l + nmax; returns the scale. Bit-exact with ggml. */
 float ds_quant_search_sym(int n, int nmax, const float *x, int8_t *L, const float *w);
 
-/* Run-time SIMD level: 0 scalar, 1 AVX2(+FMA+F16C), 2 AVX-512 (F, BW, VL);
- * capped by DS_SIMD=scalar|avx2|avx512 in the environment. */
+/* Run-time SIMD level: 0 scalar, 1 AVX2(+FMA+F16C), 2 AVX-512 (F, BW, VL,
+ * VNNI); capped by DS_SIMD=scalar|avx2|avx512 in the environment. */
 int ds_simd_level(void);
+/* For tests: use at most level (0..2; capped by the CPU), or -1 for the
+ * default above; returns the level now in effect. Not for use while other
+ * threads run kernels. */
+int ds_simd_set_level(int level);
 
 #endif

@@ -14,8 +14,8 @@
  * the same integer sums and then repeat ggml's float operations in ggml's
  * order; the quantizers evaluate the candidate scales of each search in
  * parallel lanes, each lane doing the scalar loop's operations in its order.
- * AVX-512 machines use the AVX2 kernels (a Q4_K dot streams 5 GB/s of
- * weights per core already, so a handful of cores saturate memory).
+ * The AVX-512 (VNNI) level has its own Q6_K dot product, bit-exact too; it
+ * uses the AVX2 kernels for everything else (see the AVX-512 section).
  *
  * Float expressions must not be contracted into fused multiply-adds for this
  * to hold; the pragmas below say so to GCC and clang (clang's explicit
@@ -30,6 +30,8 @@
 #define QK_X86 1
 #include <immintrin.h>
 #define QK_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define QK_AVX512 \
+    __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 #endif
 
 #include "quant_impl.h"
@@ -1978,13 +1980,107 @@ QK_AVX2 static void iq4_index_avx2(const float *x, float id, uint8_t *L)
         L[j] = (uint8_t)idx[j];
 }
 
+/* ---- AVX-512 (F, BW, VL, VNNI): the Q6_K dot product ---------------------
+ *
+ * The AVX2 scheme on twice the width: each 512-bit register holds two of the
+ * AVX2 kernel's 32-element chunks, so its four 128-bit lanes are four
+ * 16-element groups, and vpdpwssd does madd and add in one. The same 8 lanes
+ * of exact integer sums come out, and the same float steps follow:
+ * bit-exact with the scalar kernels. For Q4_K and Q5_K this scheme, and
+ * another (vpermb gathering each 32-element chunk's lane into a vpdpbusd
+ * dword, vpmulld for the chunk scales), measured 10-30% slower than the AVX2
+ * kernels (bench/matmul.c), which the AVX-512 level therefore keeps.
+ */
+
+QK_AVX512 static inline __m512i load2x256(const void *a, const void *b)
+{
+    return _mm512_inserti64x4(_mm512_castsi256_si512(load256(a)), load256(b), 1);
+}
+
+QK_AVX512 static inline __m512i mod8_pairs512(__m512i v)
+{
+    const __m512i p = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15));
+    return _mm512_shuffle_epi8(v, p);
+}
+
+static inline int32_t pair16(int a, int b)
+{
+    return (int32_t)((uint32_t)(uint16_t)a | (uint32_t)(uint16_t)b << 16);
+}
+
+/* int16 scale pairs (a_k, b_k) for 128-bit lane k = 0..3. */
+QK_AVX512 static inline __m512i scale_quads(int a0, int b0, int a1, int b1, int a2, int b2,
+                                            int a3, int b3)
+{
+    int32_t p0 = pair16(a0, b0), p1 = pair16(a1, b1), p2 = pair16(a2, b2), p3 = pair16(a3, b3);
+    return _mm512_setr_epi32(p0, p0, p0, p0, p1, p1, p1, p1, p2, p2, p2, p2, p3, p3, p3, p3);
+}
+
+/* acc_mod8 for 512 bits: sa * va + sb * vb into lanes 0-3 (*lo) and 4-7 (*hi). */
+QK_AVX512 static inline void acc_mod8_512(__m512i *lo, __m512i *hi, __m512i va, __m512i vb,
+                                          __m512i s)
+{
+    *lo = _mm512_dpwssd_epi32(*lo, _mm512_unpacklo_epi16(va, vb), s);
+    *hi = _mm512_dpwssd_epi32(*hi, _mm512_unpackhi_epi16(va, vb), s);
+}
+
+QK_AVX512 static inline __m256i fold_mod8_512(__m512i lo, __m512i hi)
+{
+    return fold_mod8(_mm256_add_epi32(_mm512_castsi512_si256(lo), _mm512_extracti64x4_epi64(lo, 1)),
+                     _mm256_add_epi32(_mm512_castsi512_si256(hi), _mm512_extracti64x4_epi64(hi, 1)));
+}
+
+/* maddubs of mod8-paired unsigned quants u with mod8-paired activations q8p. */
+QK_AVX512 static inline __m512i dot_pairs512(__m512i u, __m512i q8p)
+{
+    return _mm512_maddubs_epi16(mod8_pairs512(u), q8p);
+}
+
+QK_AVX512 static float q6k_dot_avx512(const void *row, const void *qx, int64_t n)
+{
+    const struct blk_q6_k *x = row;
+    const struct blk_q8_k *y = qx;
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m3 = _mm512_set1_epi8(0x30),
+                  c32 = _mm512_set1_epi8(32);
+    __m256 sums = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const uint8_t *ql = x[i].ql;
+        const int8_t *q8 = y[i].qs, *S = x[i].scales;
+        __m512i ql0 = load2x256(ql, ql + 64), ql1 = load2x256(ql + 32, ql + 96);
+        __m512i qh = _mm512_loadu_si512((const void *)x[i].qh), u[4], v[4];
+        u[0] = _mm512_or_si512(_mm512_and_si512(ql0, m4),
+                               _mm512_and_si512(_mm512_slli_epi16(qh, 4), m3));
+        u[1] = _mm512_or_si512(_mm512_and_si512(ql1, m4),
+                               _mm512_and_si512(_mm512_slli_epi16(qh, 2), m3));
+        u[2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql0, 4), m4),
+                               _mm512_and_si512(qh, m3));
+        u[3] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql1, 4), m4),
+                               _mm512_and_si512(_mm512_srli_epi16(qh, 2), m3));
+        for (int k = 0; k < 4; k++) {
+            __m512i q8p = mod8_pairs512(load2x256(q8 + 32 * k, q8 + 128 + 32 * k));
+            v[k] = _mm512_sub_epi16(dot_pairs512(u[k], q8p), _mm512_maddubs_epi16(c32, q8p));
+        }
+        __m512i lo = _mm512_setzero_si512(), hi = lo;
+        acc_mod8_512(&lo, &hi, v[0], v[1],
+                     scale_quads(S[0], S[2], S[1], S[3], S[8], S[10], S[9], S[11]));
+        acc_mod8_512(&lo, &hi, v[2], v[3],
+                     scale_quads(S[4], S[6], S[5], S[7], S[12], S[14], S[13], S[15]));
+        sums = acc_lanes(sums, h2f_f16c(x[i].d) * y[i].d, fold_mod8_512(lo, hi));
+    }
+    return add_in_order(0.0f, sums);
+}
+
 static const struct qsearch search_avx2 = {make_qkx_quants_avx2, make_qx_quants_avx2,
                                            iq4_search_avx2, iq4_index_avx2};
 
 #define QK_SELECT(fn) (ds_simd_level() >= 1 ? fn##_avx2 : fn##_ref)
+#define QK_SELECT512(fn) \
+    (ds_simd_level() >= 2 ? fn##_avx512 : ds_simd_level() >= 1 ? fn##_avx2 : fn##_ref)
 #define QK_SEARCH (ds_simd_level() >= 1 ? &search_avx2 : &search_ref)
 #else
 #define QK_SELECT(fn) fn##_ref
+#define QK_SELECT512(fn) fn##_ref
 #define QK_SEARCH (&search_ref)
 #endif /* QK_X86 */
 
@@ -2005,11 +2101,21 @@ void ds_quantize_q8_k(const float *x, void *dst, int64_t n)
         return QK_SELECT(t##_dot)(row, qx, n);                                                     \
     }
 
+#define QK_KERNELS512(t)                                                                           \
+    static void t##_dequantize(const void *src, float *y, int64_t n)                               \
+    {                                                                                              \
+        QK_SELECT(t##_dequantize)(src, y, n);                                                      \
+    }                                                                                              \
+    static float t##_dot(const void *row, const void *qx, int64_t n)                               \
+    {                                                                                              \
+        return QK_SELECT512(t##_dot)(row, qx, n);                                                  \
+    }
+
 QK_KERNELS(q2k)
 QK_KERNELS(q3k)
 QK_KERNELS(q4k)
 QK_KERNELS(q5k)
-QK_KERNELS(q6k)
+QK_KERNELS512(q6k)
 QK_KERNELS(iq4xs)
 
 /* Quantizers: the same algorithm with the scalar search kernels (_ref) or

@@ -34,7 +34,9 @@
  * is m * s with Q8_1's stored f16 s; the other types with Q8_0.
  *
  * The AVX2 (+F16C) kernels, chosen at run time through ds_simd_level() (the
- * AVX-512 level uses them too), are bit-exact twins of the scalar _ref ones:
+ * AVX-512 level uses them for all but the dot products, which have AVX-512
+ * VNNI versions, eight blocks at a time), are bit-exact twins of the scalar
+ * _ref ones:
  * dequantization, dot products (integer sums in SIMD, then the block scales
  * in ggml's order), quantization without imatrix, and IQ4_NL quantization with
  * or without (eight blocks at a time, one per lane). The imatrix searches of
@@ -52,6 +54,7 @@
 // No "fma": no kernel here wants a fused multiply-add, and leaving it out
 // keeps the compiler from contracting a*b + c, which would break exactness.
 #define DS_AVX2 __attribute__((target("avx2,f16c")))
+#define DS_AVX512 __attribute__((target("avx2,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 #else
 #define DS_QL_X86 0
 #endif
@@ -901,12 +904,11 @@ DS_AVX2 static inline __m256i load_q8_1(const uint8_t *y)
  * computes per block the integer sums ggml computes, then combines them with
  * the block scales in float in ggml's order, block after block.
  */
-DS_AVX2 static float q4_0_dot_avx2(const void *row, const void *qx, int64_t n)
+/* nb blocks from x and y, added to sumf (also the AVX-512 kernel's tail). */
+DS_AVX2 static float q4_0_dot_avx2_from(const uint8_t *x, const uint8_t *y, int64_t nb,
+                                      float sumf)
 {
-    const uint8_t *x = row, *y = qx;
     const __m256i off = _mm256_set1_epi8(8);
-    const int64_t nb = n / QK;
-    float sumf = 0.0f;
     int s[4];
     int64_t i = 0;
     for (; i + 4 <= nb; i += 4) {
@@ -925,12 +927,16 @@ DS_AVX2 static float q4_0_dot_avx2(const void *row, const void *qx, int64_t n)
     return sumf;
 }
 
-DS_AVX2 static float q4_1_dot_avx2(const void *row, const void *qx, int64_t n)
+DS_AVX2 static float q4_0_dot_avx2(const void *row, const void *qx, int64_t n)
 {
-    const uint8_t *x = row, *y = qx;
+    return q4_0_dot_avx2_from(row, qx, n / QK, 0.0f);
+}
+
+/* nb blocks from x and y, added to sumf (also the AVX-512 kernel's tail). */
+DS_AVX2 static float q4_1_dot_avx2_from(const uint8_t *x, const uint8_t *y, int64_t nb,
+                                      float sumf)
+{
     const __m256i off = _mm256_setzero_si256();
-    const int64_t nb = n / QK;
-    float sumf = 0.0f;
     int s[4];
     int64_t i = 0;
     for (; i + 4 <= nb; i += 4) {
@@ -949,17 +955,21 @@ DS_AVX2 static float q4_1_dot_avx2(const void *row, const void *qx, int64_t n)
     return sumf;
 }
 
+DS_AVX2 static float q4_1_dot_avx2(const void *row, const void *qx, int64_t n)
+{
+    return q4_1_dot_avx2_from(row, qx, n / QK, 0.0f);
+}
+
 DS_AVX2 static inline __m256i unpack_q5(const uint8_t *qh, const uint8_t *qs)
 {
     return _mm256_or_si256(unpack_nibbles(qs), expand_qh(rd32(qh)));
 }
 
-DS_AVX2 static float q5_0_dot_avx2(const void *row, const void *qx, int64_t n)
+/* nb blocks from x and y, added to sumf (also the AVX-512 kernel's tail). */
+DS_AVX2 static float q5_0_dot_avx2_from(const uint8_t *x, const uint8_t *y, int64_t nb,
+                                      float sumf)
 {
-    const uint8_t *x = row, *y = qx;
     const __m256i off = _mm256_set1_epi8(16);
-    const int64_t nb = n / QK;
-    float sumf = 0.0f;
     int s[4];
     int64_t i = 0;
     for (; i + 4 <= nb; i += 4) {
@@ -979,12 +989,16 @@ DS_AVX2 static float q5_0_dot_avx2(const void *row, const void *qx, int64_t n)
     return sumf;
 }
 
-DS_AVX2 static float q5_1_dot_avx2(const void *row, const void *qx, int64_t n)
+DS_AVX2 static float q5_0_dot_avx2(const void *row, const void *qx, int64_t n)
 {
-    const uint8_t *x = row, *y = qx;
+    return q5_0_dot_avx2_from(row, qx, n / QK, 0.0f);
+}
+
+/* nb blocks from x and y, added to sumf (also the AVX-512 kernel's tail). */
+DS_AVX2 static float q5_1_dot_avx2_from(const uint8_t *x, const uint8_t *y, int64_t nb,
+                                      float sumf)
+{
     const __m256i off = _mm256_setzero_si256();
-    const int64_t nb = n / QK;
-    float sumf = 0.0f;
     int s[4];
     int64_t i = 0;
     for (; i + 4 <= nb; i += 4) {
@@ -1004,11 +1018,15 @@ DS_AVX2 static float q5_1_dot_avx2(const void *row, const void *qx, int64_t n)
     return sumf;
 }
 
-DS_AVX2 static float q8_0_dot_avx2(const void *row, const void *qx, int64_t n)
+DS_AVX2 static float q5_1_dot_avx2(const void *row, const void *qx, int64_t n)
 {
-    const uint8_t *x = row, *y = qx;
-    const int64_t nb = n / QK;
-    float sumf = 0.0f;
+    return q5_1_dot_avx2_from(row, qx, n / QK, 0.0f);
+}
+
+/* nb blocks from x and y, added to sumf (also the AVX-512 kernel's tail). */
+DS_AVX2 static float q8_0_dot_avx2_from(const uint8_t *x, const uint8_t *y, int64_t nb,
+                                      float sumf)
+{
     int s[4];
     int64_t i = 0;
     for (; i + 4 <= nb; i += 4) {
@@ -1026,6 +1044,11 @@ DS_AVX2 static float q8_0_dot_avx2(const void *row, const void *qx, int64_t n)
     return sumf;
 }
 
+DS_AVX2 static float q8_0_dot_avx2(const void *row, const void *qx, int64_t n)
+{
+    return q8_0_dot_avx2_from(row, qx, n / QK, 0.0f);
+}
+
 DS_AVX2 static inline __m256i iq4_values(const uint8_t *qs)
 {
     const __m256i tbl =
@@ -1033,11 +1056,10 @@ DS_AVX2 static inline __m256i iq4_values(const uint8_t *qs)
     return _mm256_shuffle_epi8(tbl, unpack_nibbles(qs));
 }
 
-DS_AVX2 static float iq4_nl_dot_avx2(const void *row, const void *qx, int64_t n)
+/* nb blocks from x and y, added to sumf (also the AVX-512 kernel's tail). */
+DS_AVX2 static float iq4_nl_dot_avx2_from(const uint8_t *x, const uint8_t *y, int64_t nb,
+                                      float sumf)
 {
-    const uint8_t *x = row, *y = qx;
-    const int64_t nb = n / QK;
-    float sumf = 0.0f;
     int s[4];
     int64_t i = 0;
     for (; i + 4 <= nb; i += 4) {
@@ -1053,6 +1075,11 @@ DS_AVX2 static float iq4_nl_dot_avx2(const void *row, const void *qx, int64_t n)
         sumf += (f16_avx(y) * f16_avx(x)) * (float)si;
     }
     return sumf;
+}
+
+DS_AVX2 static float iq4_nl_dot_avx2(const void *row, const void *qx, int64_t n)
+{
+    return iq4_nl_dot_avx2_from(row, qx, n / QK, 0.0f);
 }
 
 /* ---- dequantization ---- */
@@ -1436,6 +1463,93 @@ DS_AVX2 static void iq4_nl_quantize8_avx2(const float *x, const float *qw, uint8
     }
 }
 
+/* ======================================================================== */
+/* AVX-512 (F, BW, VL, VNNI): dot products, bit-exact twins of the scalar ones */
+/* ======================================================================== */
+
+/* Eight blocks at a time, two per 512-bit register: vpdpbusd multiplies the
+ * unsigned quants u (u = q + off, off >= 0) by the signed activations and
+ * adds groups of four products into int32 lanes, exactly; subtracting
+ * vpdpbusd(off, y) leaves sum (u - off) y = sum q y, the block's integer sum
+ * (Q8_0's signed quants are biased by 128 for this). The block scales then
+ * combine these sums in ggml's order, block after block, as the AVX2 kernels
+ * do, which also finish the rows' last blocks. */
+
+/* s[k] = sum over block k of (u[k] - off) * (the int8 at y + k * ybytes). */
+DS_AVX512 static inline void isums8(const __m256i *u, const uint8_t *y, size_t ybytes,
+                                    int off, int *s)
+{
+    const __m512i voff = _mm512_set1_epi8((char)off);
+    __m256i h[8];
+    for (int k = 0; k < 8; k += 2) {
+        __m512i uu = _mm512_inserti64x4(_mm512_castsi256_si512(u[k]), u[k + 1], 1);
+        __m512i yy = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(y + k * ybytes))),
+            _mm256_loadu_si256((const __m256i *)(y + (k + 1) * ybytes)), 1);
+        __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), uu, yy);
+        if (off)
+            acc = _mm512_sub_epi32(acc, _mm512_dpbusd_epi32(_mm512_setzero_si512(), voff, yy));
+        h[k] = _mm512_castsi512_si256(acc);
+        h[k + 1] = _mm512_extracti64x4_epi64(acc, 1);
+    }
+    hsum4_i32(h[0], h[1], h[2], h[3], s);
+    hsum4_i32(h[4], h[5], h[6], h[7], s + 4);
+}
+
+/* Q8_0's int8 quants as unsigned bytes q + 128. */
+DS_AVX512 static inline __m256i biased_q8(const uint8_t *b)
+{
+    return _mm256_xor_si256(load_q8(b), _mm256_set1_epi8((char)0x80));
+}
+
+/* IQ4_NL's values + 128 (unsigned). */
+DS_AVX512 static inline __m256i biased_iq4(const uint8_t *qs)
+{
+    static const uint8_t biased[16] = {1,   24,  45,  63,  79,  93,  106, 118,
+                                       129, 141, 153, 166, 181, 197, 217, 241};
+    const __m256i tbl = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)biased));
+    return _mm256_shuffle_epi8(tbl, unpack_nibbles(qs));
+}
+
+/* t: type; XB, YB: block bytes of the weights and activations; YQ: offset of
+ * the activations' int8; U(b): unsigned quants of the block at b; OFF: their
+ * bias; COMBINE: the AVX2 kernel's float step (x, y: the blocks, si: the sum). */
+#define DOT_AVX512(t, XB, YB, YQ, U, OFF, COMBINE)                                          \
+    DS_AVX512 static float t##_dot_avx512(const void *row, const void *qx, int64_t n)       \
+    {                                                                                       \
+        const uint8_t *x = row, *y = qx;                                                    \
+        const int64_t nb = n / QK;                                                          \
+        float sumf = 0.0f;                                                                  \
+        int s[8];                                                                           \
+        int64_t i = 0;                                                                      \
+        for (; i + 8 <= nb; i += 8) {                                                       \
+            __m256i u[8];                                                                   \
+            for (int k = 0; k < 8; k++) {                                                   \
+                const uint8_t *b = x + k * XB;                                              \
+                u[k] = U;                                                                   \
+            }                                                                               \
+            isums8(u, y + YQ, YB, OFF, s);                                                  \
+            for (int k = 0; k < 8; k++, x += XB, y += YB) {                                 \
+                const int si = s[k];                                                        \
+                COMBINE;                                                                    \
+            }                                                                               \
+        }                                                                                   \
+        return t##_dot_avx2_from(x, y, nb - i, sumf);                                       \
+    }
+
+DOT_AVX512(q4_0, Q4_0_BYTES, Q8_0_BYTES, 2, unpack_nibbles(b + 2), 8,
+           sumf += (float)si * f16_avx(x) * f16_avx(y))
+DOT_AVX512(q4_1, Q4_1_BYTES, Q8_1_BYTES, 4, unpack_nibbles(b + 4), 0,
+           sumf += f16_avx(x) * f16_avx(y) * (float)si + f16_avx(x + 2) * f16_avx(y + 2))
+DOT_AVX512(q5_0, Q5_0_BYTES, Q8_0_BYTES, 2, unpack_q5(b + 2, b + 6), 16,
+           sumf += f16_avx(x) * f16_avx(y) * (float)si)
+DOT_AVX512(q5_1, Q5_1_BYTES, Q8_1_BYTES, 4, unpack_q5(b + 4, b + 8), 0,
+           sumf += f16_avx(x) * f16_avx(y) * (float)si + f16_avx(x + 2) * f16_avx(y + 2))
+DOT_AVX512(q8_0, Q8_0_BYTES, Q8_0_BYTES, 2, biased_q8(b), 128,
+           sumf += (float)si * (f16_avx(x) * f16_avx(y)))
+DOT_AVX512(iq4_nl, IQ4_NL_BYTES, Q8_0_BYTES, 2, biased_iq4(b + 2), 128,
+           sumf += (f16_avx(y) * f16_avx(x)) * (float)si)
+
 #endif /* DS_QL_X86 */
 
 /* ======================================================================== */
@@ -1456,9 +1570,13 @@ static inline int use_avx2(void)
 #define AVX2_OR_RET(call_avx2) \
     if (use_avx2())            \
         return call_avx2;
+#define AVX512_OR_RET(call_avx512) \
+    if (ds_simd_level() >= 2)      \
+        return call_avx512;
 #else
 #define AVX2_OR(call_avx2)
 #define AVX2_OR_RET(call_avx2)
+#define AVX512_OR_RET(call_avx512)
 #endif
 
 /* The imatrix searches stay scalar (as fast as llama.cpp's). */
@@ -1477,6 +1595,7 @@ static inline int use_avx2(void)
     }                                                                                \
     static float t##_dot(const void *row, const void *qx, int64_t n)                 \
     {                                                                                \
+        AVX512_OR_RET(t##_dot_avx512(row, qx, n))                                    \
         AVX2_OR_RET(t##_dot_avx2(row, qx, n))                                        \
         return t##_dot_ref(row, qx, n);                                              \
     }
@@ -1507,6 +1626,7 @@ static void iq4_nl_dequantize(const void *src, float *y, int64_t n)
 
 static float iq4_nl_dot(const void *row, const void *qx, int64_t n)
 {
+    AVX512_OR_RET(iq4_nl_dot_avx512(row, qx, n))
     AVX2_OR_RET(iq4_nl_dot_avx2(row, qx, n))
     return iq4_nl_dot_ref(row, qx, n);
 }

@@ -82,7 +82,8 @@ static int ftype_of(enum ds_type t)
 
 static bool writable(enum ds_type t)
 {
-    return t == DS_TYPE_F32 || t == DS_TYPE_F16 || t == DS_TYPE_BF16 || ftype_of(t) >= 0;
+    return t == DS_TYPE_F32 || t == DS_TYPE_F16 || t == DS_TYPE_BF16 || t == DS_TYPE_F8_E4M3 ||
+           ftype_of(t) >= 0;
 }
 
 static ds_err parse_type(const char *s, enum ds_type *t)
@@ -222,8 +223,26 @@ static enum ds_type fallback(enum ds_type t, int64_t ne0, char *note, size_t cap
     return f;
 }
 
+/* Embeddings and output heads: token_embd, output and the MTP layer's copies. */
+static bool is_embd_or_head(const char *name)
+{
+    return !strcmp(name, "token_embd.weight") || !strcmp(name, "output.weight") ||
+           strstr(name, ".nextn.embed_tokens.") || strstr(name, ".nextn.shared_head_head.");
+}
+
+/* FP8 tiles need a matrix: a 1-D tensor asked to be fp8 stays f32. */
+static enum ds_type fp8_matrix(enum ds_type t, uint32_t n_dims, char *note, size_t cap,
+                               const char **out_note)
+{
+    if (t != DS_TYPE_F8_E4M3 || n_dims >= 2)
+        return t;
+    snprintf(note, cap, "f8_e4m3 -> f32: a vector has no 2-D tiles");
+    *out_note = note;
+    return DS_TYPE_F32;
+}
+
 enum ds_type ds_qrules_type(struct ds_qrules *r, const char *name, uint32_t n_dims,
-                            const int64_t *ne, const char **note)
+                            const int64_t *ne, enum ds_type source, const char **note)
 {
     enum ds_type t = r->base;
     long layer = -1;
@@ -231,14 +250,20 @@ enum ds_type ds_qrules_type(struct ds_qrules *r, const char *name, uint32_t n_di
     *note = NULL;
     for (int i = 0; i < r->n_rules; i++)
         if (matches(&r->rules[i], name))
-            return fallback(r->rules[i].type, ne[0], r->note, sizeof(r->note), note);
+            return fallback(fp8_matrix(r->rules[i].type, n_dims, r->note, sizeof(r->note), note),
+                            ne[0], r->note, sizeof(r->note), note);
     if (!strcmp(name, "output.weight") && r->output >= 0)
-        return fallback((enum ds_type)r->output, ne[0], r->note, sizeof(r->note), note);
+        return fallback(fp8_matrix((enum ds_type)r->output, n_dims, r->note, sizeof(r->note), note),
+                        ne[0], r->note, sizeof(r->note), note);
     if (!strcmp(name, "token_embd.weight") && r->embd >= 0)
-        return fallback((enum ds_type)r->embd, ne[0], r->note, sizeof(r->note), note);
+        return fallback(fp8_matrix((enum ds_type)r->embd, n_dims, r->note, sizeof(r->note), note),
+                        ne[0], r->note, sizeof(r->note), note);
     if (n_dims <= 1 || strstr(name, "_norm") || strstr(name, "ffn_gate_inp") ||
         strstr(name, "exp_probs_b") || strstr(name, "_scale_inv"))
         return DS_TYPE_F32;
+    /* as DeepSeek's FP8 checkpoints: embeddings and heads keep their type */
+    if (t == DS_TYPE_F8_E4M3 && is_embd_or_head(name))
+        return source;
     if (!strncmp(name, "blk.", 4))
         layer = strtol(name + 4, NULL, 10);
     if (r->preset) {

@@ -34,11 +34,16 @@ f32() {
 }
 
 # Issue 4 asks for argmax >= 98% and max |dlogit| <= 3% of max |logit| with
-# Q8_0. These random tiny checkpoints route on margins of 1e-3 (reference.json:
-# min_routing_margin), so any weight noise flips some expert choices: measured
-# 3.3% / 100% (V3) and 4.4% / 95% (V2-Lite, one position of 20); quantizing
-# only the embedding and head moves V3 by 13%. The bound below is what holds;
-# the numbers are printed for the record.
+# Q8_0. Measured: 3.3% / 100% (V3) and 4.4% / 95% (V2-Lite, one position of
+# 20). llama.cpp (tests/interop) on the very same Q8_0 files gives 3.3% / 100%
+# and 3.7% / 95% against our F32 logits: neither meets the bar on V2-Lite, and
+# llama.cpp and ds-run differ from each other by 0.07% (V3) and 1.7% (V2-Lite)
+# although their Q8_0 arithmetic differs only in float summation order. These
+# random tiny checkpoints route on margins of 6e-4 / 2e-3 (reference.json:
+# min_routing_margin), so any perturbation flips some expert choices: Q8_0
+# weights with float activations (the Q8_0 file dequantized to F32) give 13.5%
+# on V3, concentrated at two positions (8.1% and 13.5%; 0.8-2.3% elsewhere).
+# The bound below is what holds; the numbers are printed for the record.
 @test "ds-run on Q8_0: argmax >= 95% and max |dlogit| <= 5% of max |logit| (tiny models)" {
     local m tok nv out
     for m in v2 v3; do
@@ -144,4 +149,98 @@ f32() {
     echo "# importance-weighted relative error: with $e_with, without $e_without" >&3
     awk -v a="$e_with" -v b="$e_without" 'BEGIN { exit !(a < b) }'
     run -2 bash -c "cat '$(f32 v3)' | ds ds-quantize -t q4_0 --calibrate '$text' -o x.gguf"
+}
+
+@test "-t fp8: E4M3 weights with 128x128 tile scales, kept as FP8 checkpoints keep them" {
+    run -0 --separate-stderr ds ds-quantize -t fp8 --json "$(f32 v2)" -o q.gguf
+    assert_output --partial '"name":"blk.1.ffn_gate_exps.weight","source_type":"f32","type":"f8_e4m3"'
+    assert_output --partial '"name":"blk.1.ffn_gate_exps.weight_scale_inv","source_type":"f32","type":"f32"'
+    # E4M3 rounds to 3 mantissa bits: a relative error of about 2.6% on Gaussian weights
+    rel=$(echo "$output" | sed 's/.*"relative_error":\([0-9.e+-]*\)}$/\1/')
+    echo "# v2 fp8 weight relative error: $rel" >&3
+    awk -v r="$rel" 'BEGIN { exit !(r > 0.01 && r < 0.04) }'
+    run -0 ds ds-convert --list q.gguf
+    assert_output --partial 'NOT LOADABLE BY LLAMA.CPP'
+    assert_output --regexp 'dskit.fp8.block_size +uint32 +128'
+    refute_output --partial 'general.file_type'
+    assert_output --regexp 'blk.0.attn_q.weight +f8_e4m3 +160 x 128 .*not loadable'
+    assert_output --regexp 'blk.0.attn_q.weight_scale_inv +f32 +2 x 1 '
+    # kv_b stays whole (its tiles span heads), as ds-convert --outtype fp8 keeps it
+    assert_output --regexp 'blk.0.attn_kv_b.weight +f8_e4m3 +48 x 192 '
+    assert_output --regexp 'blk.0.attn_kv_b.weight_scale_inv +f32 +1 x 2 '
+    refute_output --partial 'attn_k_b'
+    assert_output --regexp 'blk.1.ffn_down_exps.weight +f8_e4m3 +48 x 160 x 8 '
+    assert_output --regexp 'blk.1.ffn_down_exps.weight_scale_inv +f32 +1 x 2 x 8 '
+    # router, norms, embeddings and head keep their type
+    assert_output --regexp 'blk.1.ffn_gate_inp.weight +f32'
+    assert_output --regexp 'blk.0.attn_norm.weight +f32'
+    assert_output --regexp 'token_embd.weight +f32'
+    assert_output --regexp 'output.weight +f32'
+}
+
+# tiny-v3-fp8 is an FP8 checkpoint: dequantized to F32 and quantized again it
+# must give back DeepSeek's bytes and scales, the same file ds-convert keeps.
+@test "fp8 round trip: FP8 checkpoint -> f32 -> ds-quantize -t fp8 is bit-exact" {
+    run -0 ds ds-quantize -q -t fp8 "$(f32 v3)" -o q.gguf
+    run -0 ds ds-convert -q --outtype fp8 "$V3" -o kept.gguf
+    diff <(ds ds-convert --list q.gguf | sed -n '/^tensors:/,$p') \
+         <(ds ds-convert --list kept.gguf | sed -n '/^tensors:/,$p')
+    run -0 ds ds-convert -q --to safetensors q.gguf -o q-hf
+    run -0 ds ds-convert -q --to safetensors kept.gguf -o kept-hf
+    cmp q-hf/model.safetensors kept-hf/model.safetensors
+    grep -q '"quant_method": *"fp8"' q-hf/config.json
+    grep -q '"weight_block_size"' q-hf/config.json
+    # and that FP8 Hugging Face checkpoint converts back to the same GGUF tensors
+    run -0 ds ds-convert -q --outtype fp8 q-hf -o back.gguf
+    diff <(ds ds-convert --list back.gguf | sed -n '/^tensors:/,$p') \
+         <(ds ds-convert --list kept.gguf | sed -n '/^tensors:/,$p')
+}
+
+@test "ds-run on fp8: agreement and error vs f32 recorded (tiny models)" {
+    local m tok nv out
+    for m in v2 v3; do
+        [[ $m == v2 ]] && src=$V2 || src=$V3
+        tok=$(ref_tokens "$src")
+        nv=$(tr -d ' \n' < "$src/reference.json" | sed 's/.*"n_vocab":\([0-9]*\).*/\1/')
+        ds ds-quantize -q -t fp8 "$(f32 $m)" -o q.gguf
+        ds ds-run -m "$(f32 $m)" --tokens "$tok" --dump-logits f.f32
+        ds ds-run -m q.gguf --tokens "$tok" --dump-logits q.f32
+        out=$(compare_logits q.f32 f.f32 "$nv")
+        echo "# $m fp8 vs f32: $out" >&3
+        rel=${out#rel=}; rel=${rel%% *}
+        agree=${out#*agree=}; agree=${agree%% *}
+        if [[ $m == v3 ]]; then
+            # the F32 weights are FP8 dequantized: quantized again they are the same
+            [[ $rel == 0 ]]
+        else
+            # measured 9.4% / 90% (E4M3 keeps 3 mantissa bits; routing margins of 1e-3)
+            awk -v r="$rel" -v a="$agree" 'BEGIN { exit !(r <= 0.12 && a >= 0.85) }'
+        fi
+        rm q.gguf
+    done
+}
+
+@test "fp8 in rules: attn_kv_b stays whole, vectors stay f32, quantized input is refused" {
+    run -0 --separate-stderr ds ds-quantize -t q8_0 --tensor-type 'attn_kv_b=fp8' \
+        --tensor-type '_norm=fp8' --output-type fp8 -v "$(f32 v3)" -o q.gguf
+    [[ $stderr == *"f8_e4m3 -> f32: a vector has no 2-D tiles"* ]]
+    run -0 ds ds-convert --list q.gguf
+    assert_output --regexp 'blk.0.attn_kv_b.weight +f8_e4m3 +64 x 256 '
+    assert_output --regexp 'blk.0.attn_kv_b.weight_scale_inv +f32 +1 x 2 '
+    assert_output --regexp 'blk.0.attn_q_a.weight +q8_0'
+    assert_output --regexp 'blk.0.attn_norm.weight +f32'
+    assert_output --regexp 'output.weight +f8_e4m3'
+    assert_output --regexp 'output.weight_scale_inv +f32 +2 x 4 '
+    assert_output --regexp 'dskit.fp8.block_size +uint32 +128'
+    ds ds-run -m q.gguf --tokens "$(ref_tokens "$V3")" -n 0 > /dev/null
+    run -1 --separate-stderr ds ds-quantize -t q8_0 --tensor-type 'attn_k_b=fp8' "$(f32 v3)" \
+        -o x.gguf
+    [[ $stderr == *"attn_k_b.weight' cannot be fp8"* ]]
+    [ ! -e x.gguf ]
+    run -1 --separate-stderr ds ds-quantize -t fp8 q.gguf -o x.gguf
+    [[ $stderr == *"already q8_0"* ]]
+    [ ! -e x.gguf ]
+    run -0 ds ds-quantize -q -t fp8 --allow-requantize q.gguf -o x.gguf
+    run -0 ds ds-convert --list x.gguf
+    assert_output --regexp 'blk.0.attn_q_a.weight +f8_e4m3'
 }

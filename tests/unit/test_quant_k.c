@@ -611,8 +611,26 @@ TEST(dot_f32)
     }
 }
 
+/* The optimised kernels against the reference at every SIMD level the CPU
+ * has (scalar, AVX2, AVX-512), whatever DS_SIMD says. */
+static void run_every_level(void)
+{
+    static const char *const names[] = {"scalar", "avx2", "avx512"};
+    for (int l = 2; l >= 0; l--) {
+        if (ds_simd_set_level(l) != l) {
+            fprintf(stderr, "     (no %s on this CPU)\n", names[l]);
+            continue;
+        }
+        fprintf(stderr, "     simd level: %s\n", ds_quant_simd());
+        RUN(simd_vs_ref);
+        RUN(quantize_simd_vs_ref);
+    }
+    ds_simd_set_level(-1);
+}
+
 int main(void)
 {
+    run_every_level();
     RUN(layout);
     RUN(bad_sizes);
     RUN(q2k_hand);
@@ -625,8 +643,6 @@ int main(void)
     RUN(rmse_gaussian);
     RUN(edge_rows);
     RUN(imatrix_weighting);
-    RUN(simd_vs_ref);
-    RUN(quantize_simd_vs_ref);
     RUN(dot_f32);
     return test_report();
 }

@@ -5,6 +5,7 @@
 #include "ds_error.h"
 #include "ds_quant.h"
 #include "ds_tensor.h"
+#include "quant_impl.h"
 #include "test.h"
 
 static const enum ds_type types[] = {DS_TYPE_Q4_0, DS_TYPE_Q4_1, DS_TYPE_Q5_0,
@@ -284,7 +285,7 @@ static void special_row(float *x, int64_t n, int kind)
 
 TEST(simd_vs_ref)
 {
-    enum { NB = 11 };
+    enum { NB = 19 }; /* AVX-512: two groups of 8 blocks and a tail of 3 */
     const int64_t n = NB * 32;
     float x[NB * 32], imat[NB * 32], y[NB * 32], yr[NB * 32], xq[NB * 32];
     uint8_t q[NB * 34], qr[NB * 34], acts[NB * 36];
@@ -478,8 +479,25 @@ TEST(q8_1_activations)
     ASSERT_ERR(ds_quantize_vec(DS_TYPE_Q4_1, x, q, 32), DS_ERR_ARG);
 }
 
+/* The optimised kernels against the reference at every SIMD level the CPU
+ * has (scalar, AVX2, AVX-512), whatever DS_SIMD says. */
+static void run_every_level(void)
+{
+    static const char *const names[] = {"scalar", "avx2", "avx512"};
+    for (int l = 2; l >= 0; l--) {
+        if (ds_simd_set_level(l) != l) {
+            fprintf(stderr, "     (no %s on this CPU)\n", names[l]);
+            continue;
+        }
+        fprintf(stderr, "     simd level: %s\n", ds_quant_simd());
+        RUN(simd_vs_ref);
+    }
+    ds_simd_set_level(-1);
+}
+
 int main(void)
 {
+    run_every_level();
     RUN(hand_q4_0);
     RUN(hand_q4_1);
     RUN(hand_q5_0);
@@ -488,7 +506,6 @@ int main(void)
     RUN(hand_iq4_nl);
     RUN(hand_quantize_q4_0);
     RUN(rmse_gaussian);
-    RUN(simd_vs_ref);
     RUN(dot_matches_dequantized);
     RUN(imatrix_lowers_weighted_error);
     RUN(q8_0_activations);
