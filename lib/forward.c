@@ -33,6 +33,7 @@
 
 #define UBATCH 64   /* tokens per chunk of a batched forward */
 #define HEAD_BLOCK 8 /* heads per attention work item */
+#define RING (2 * UBATCH) /* positions of final hidden states kept for the MTP module */
 
 struct ds_ctx {
     const struct ds_model *m;
@@ -55,6 +56,16 @@ struct ds_ctx {
     float *ew;          /* (ub) their routing weights */
     float *att;         /* (nthr, HEAD_BLOCK, n_ctx) */
     struct ds_imatrix *im; /* borrowed; NULL: no collection */
+    /* MTP drafting (ds_ctx_enable_mtp): pair p = (token p, final normed hidden
+     * state of p-1) is row p-1 of the MTP layer's cache; pairs 1..mpos are in it. */
+    bool mtp;
+    int64_t mpos;
+    float *kv_mtp;      /* (n_ctx, Dc) */
+    float *hn;          /* (RING, d): final normed hidden state of position p at p % RING */
+    int64_t *hn_at;     /* (RING) the position each hn row holds, -1: none */
+    int32_t *tk;        /* (RING): token of position p at p % RING */
+    int64_t *tk_at;     /* (RING) */
+    float *cat;         /* (ub, 2d): [enorm(embedding) | hnorm(hidden)] */
 };
 
 static int max_threads(void)
@@ -81,11 +92,15 @@ void ds_ctx_free(struct ds_ctx *c)
         return;
     float *bufs[] = {c->kv, c->h,  c->x,  c->tmp, c->acc, c->xg,   c->yg,
                      c->qa, c->q,  c->qcat, c->lat, c->o, c->g,    c->u,
-                     c->rs, c->rb, c->gs, c->selw, c->ew, c->att};
+                     c->rs, c->rb, c->gs, c->selw, c->ew, c->att, c->kv_mtp, c->hn,
+                     c->cat};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
         free(bufs[i]);
     free(c->sel);
     free(c->etok);
+    free(c->hn_at);
+    free(c->tk_at);
+    free(c->tk);
     free(c);
 }
 
@@ -183,12 +198,55 @@ uint64_t ds_ctx_kv_bytes(const struct ds_ctx *c)
 
 uint64_t ds_ctx_kv_bytes_per_token(const struct ds_ctx *c)
 {
-    return (uint64_t)c->m->hp.n_layers * (uint64_t)c->Dc * sizeof(float);
+    return (uint64_t)(c->m->hp.n_layers + c->mtp) * (uint64_t)c->Dc * sizeof(float);
 }
 
 void ds_ctx_reset(struct ds_ctx *c)
 {
     c->pos = 0;
+    c->mpos = 0;
+}
+
+ds_err ds_ctx_truncate(struct ds_ctx *c, int64_t pos)
+{
+    DS_RETURN_IF(!c || pos < 0 || pos > c->pos, DS_ERR_ARG,
+                 "cannot truncate the cache to %lld tokens (it holds %lld)", (long long)pos,
+                 c ? (long long)c->pos : 0LL);
+    c->pos = pos;
+    if (c->mpos > pos) // a drafted pair for position pos may stay: ds_forward checks its token
+        c->mpos = pos;
+    return DS_OK;
+}
+
+int64_t ds_model_n_mtp(const struct ds_model *m)
+{
+    return m->n_mtp;
+}
+
+ds_err ds_ctx_enable_mtp(struct ds_ctx *c)
+{
+    const struct ds_model *m;
+    int64_t d;
+    DS_RETURN_IF(!c, DS_ERR_ARG, "no context");
+    m = c->m;
+    d = m->hp.hidden_size;
+    DS_RETURN_IF(m->n_mtp < 1, DS_ERR_UNSUPPORTED, "'%s' has no MTP (nextn) layer", m->name);
+    if (c->mtp)
+        return DS_OK;
+    DS_RETURN_IF(c->pos != 0, DS_ERR_STATE, "MTP drafting must be enabled on an empty cache");
+    DS_TRY(alloc_f(&c->kv_mtp, c->n_ctx, c->Dc));
+    DS_TRY(alloc_f(&c->hn, RING, d));
+    DS_TRY(alloc_f(&c->cat, c->ub, 2 * d));
+    c->hn_at = ds_malloc(RING * sizeof(int64_t));
+    c->tk_at = ds_malloc(RING * sizeof(int64_t));
+    c->tk = ds_malloc(RING * sizeof(int32_t));
+    if (!c->hn_at || !c->tk_at || !c->tk)
+        return DS_ERR_NOMEM;
+    for (int64_t i = 0; i < RING; i++)
+        c->hn_at[i] = c->tk_at[i] = -1;
+    c->mpos = 0;
+    c->mtp = true;
+    return DS_OK;
 }
 
 void ds_ctx_set_imatrix(struct ds_ctx *c, struct ds_imatrix *im)
@@ -201,7 +259,7 @@ void ds_ctx_set_imatrix(struct ds_ctx *c, struct ds_imatrix *im)
 static void record(struct ds_ctx *c, int64_t layer, enum ds_im_slot slot, int64_t mat,
                    const float *x, int64_t ldx, int64_t T)
 {
-    if (c->im)
+    if (c->im && layer < c->m->hp.n_layers) // the MTP layer gets no data
         ds_imatrix_add(c->im, layer, slot, mat, x, ldx, T);
 }
 
@@ -225,7 +283,8 @@ static void attention(struct ds_ctx *c, const struct ds_layer *L, int64_t layer,
                   rope = hp->qk_rope_head_dim, nope = hp->qk_nope_head_dim,
                   dqk = nope + rope, dv = hp->v_head_dim, Dc = c->Dc;
     const float eps = (float)hp->rms_norm_eps;
-    float *kvl = c->kv + (size_t)layer * (size_t)c->n_ctx * (size_t)Dc;
+    float *kvl = layer < hp->n_layers ? c->kv + (size_t)layer * (size_t)c->n_ctx * (size_t)Dc
+                                      : c->kv_mtp;
     float *rows = kvl + (size_t)p0 * (size_t)Dc; // this chunk's cache rows
     const int64_t nhb = (H + HEAD_BLOCK - 1) / HEAD_BLOCK;
     int nt = max_threads() < c->nthr ? max_threads() : c->nthr;
@@ -426,6 +485,93 @@ static void moe(struct ds_ctx *c, const struct ds_layer *L, int64_t l, int64_t T
 
 /* ---- forward ---------------------------------------------------------------------------- */
 
+/* Decoder layer l on the T rows of c->h at positions (cache rows) p0.. */
+static void layer_forward(struct ds_ctx *c, const struct ds_layer *L, int64_t l, int64_t T,
+                          int64_t p0)
+{
+    const struct ds_hparams *hp = &c->m->hp;
+    const int64_t d = hp->hidden_size;
+
+    attention(c, L, l, T, p0);
+    ds_rmsnorm(c->x, d, c->h, d, L->ffn_norm, T, d, (float)hp->rms_norm_eps);
+    if (L->moe) {
+        moe(c, L, l, T);
+        for (int64_t i = 0; i < T * d; i++)
+            c->h[i] += c->acc[i];
+    } else {
+        mlp(c, c->tmp, c->x, T, &L->ffn_gate, &L->ffn_up, &L->ffn_down, hp->intermediate_size,
+            l, DS_IM_GATE, 0);
+        for (int64_t i = 0; i < T * d; i++)
+            c->h[i] += c->tmp[i];
+    }
+}
+
+/* ---- MTP (nextn) module ------------------------------------------------------------ */
+
+/* Whether pairs p1 .. p1+n-1 have their tokens and hidden states in the rings. */
+static bool mtp_have(const struct ds_ctx *c, int64_t p1, int64_t n)
+{
+    for (int64_t p = p1; p < p1 + n; p++)
+        if (p < 1 || c->tk_at[p % RING] != p || c->hn_at[(p - 1) % RING] != p - 1)
+            return false;
+    return true;
+}
+
+/* The MTP layer on pairs p1 .. p1+n-1 (n <= ub; mtp_have), into its cache rows
+ * p1-1..; logits: NULL or (V) of the last pair (DeepSeek-V3 section 2.2, as
+ * vLLM and SGLang run it):
+ *   z = eh_proj [enorm(embed(t_p)); hnorm(hn_{p-1})];  z = block(z);
+ *   logits = head RMSNorm(z; shared_head_norm). */
+static void mtp_run(struct ds_ctx *c, int64_t p1, int64_t n, float *logits)
+{
+    const struct ds_model *m = c->m;
+    const struct ds_hparams *hp = &m->hp;
+    const struct ds_layer *L = &m->layers[hp->n_layers];
+    const struct ds_weight *emb = L->nextn_embd.data ? &L->nextn_embd : &m->tok_embd;
+    const struct ds_weight *head = L->shared_head_head.data ? &L->shared_head_head : &m->output;
+    const int64_t d = hp->hidden_size;
+    const float eps = (float)hp->rms_norm_eps;
+
+    assert(n >= 1 && n <= c->ub && mtp_have(c, p1, n));
+    for (int64_t i = 0; i < n; i++) {
+        int64_t p = p1 + i;
+        ds_row_to_f32_scaled(c->x + i * d, emb->data, emb->type, emb->scale, emb->block,
+                             c->tk[p % RING], d);
+        ds_rmsnorm(c->cat + i * 2 * d, 2 * d, c->x + i * d, d, L->enorm, 1, d, eps);
+        ds_rmsnorm(c->cat + i * 2 * d + d, 2 * d, c->hn + ((p - 1) % RING) * d, d, L->hnorm, 1,
+                   d, eps);
+    }
+    wmatmul(c->h, d, c->cat, 2 * d, &L->eh_proj, 0, n, d, 2 * d);
+    layer_forward(c, L, hp->n_layers, n, p1 - 1);
+    c->mpos = p1 + n - 1;
+    if (logits) {
+        ds_rmsnorm(c->x, d, c->h + (n - 1) * d, d, L->shared_head_norm, 1, d, eps);
+        wmatmul(logits, m->n_vocab, c->x, d, head, 0, 1, m->n_vocab, d);
+    }
+}
+
+ds_err ds_ctx_draft(struct ds_ctx *c, int32_t token, float *logits)
+{
+    int64_t p1;
+    DS_RETURN_IF(!c || !logits, DS_ERR_ARG, "context or logits missing");
+    DS_RETURN_IF(!c->mtp, DS_ERR_STATE, "MTP drafting is not enabled on this context");
+    DS_RETURN_IF(token < 0 || token >= c->m->n_vocab, DS_ERR_ARG,
+                 "token id %d is out of range (the vocabulary has %lld)", (int)token,
+                 (long long)c->m->n_vocab);
+    DS_RETURN_IF(c->pos < 1, DS_ERR_STATE, "MTP drafting needs at least one token in the cache");
+    if (c->mpos >= c->pos) // an earlier draft at this position: redo it
+        c->mpos = c->pos - 1;
+    p1 = c->mpos + 1;
+    DS_RETURN_IF(c->pos - p1 + 1 > c->ub || !mtp_have(c, p1, c->pos - p1), DS_ERR_STATE,
+                 "the MTP cache lost track of the hidden states (truncated too far back)");
+    c->tk[c->pos % RING] = token;
+    c->tk_at[c->pos % RING] = c->pos;
+    mtp_run(c, p1, c->pos - p1 + 1, logits);
+    return DS_OK;
+}
+
+/* ---- forward ---------------------------------------------------------------------------- */
+
 /* T tokens at positions p0.. ; logits: NULL, (T, V), or (V) for the last row. */
 static void forward_chunk(struct ds_ctx *c, const int32_t *tokens, int64_t T, int64_t p0,
                           float *logits, bool all)
@@ -438,33 +584,41 @@ static void forward_chunk(struct ds_ctx *c, const int32_t *tokens, int64_t T, in
     for (int64_t t = 0; t < T; t++)
         ds_row_to_f32_scaled(c->h + t * d, m->tok_embd.data, m->tok_embd.type, m->tok_embd.scale,
                              m->tok_embd.block, tokens[t], d);
-    for (int64_t l = 0; l < hp->n_layers; l++) {
-        const struct ds_layer *L = &m->layers[l];
-        attention(c, L, l, T, p0);
-        ds_rmsnorm(c->x, d, c->h, d, L->ffn_norm, T, d, eps);
-        if (L->moe) {
-            moe(c, L, l, T);
-            for (int64_t i = 0; i < T * d; i++)
-                c->h[i] += c->acc[i];
-        } else {
-            mlp(c, c->tmp, c->x, T, &L->ffn_gate, &L->ffn_up, &L->ffn_down,
-                hp->intermediate_size, l, DS_IM_GATE, 0);
-            for (int64_t i = 0; i < T * d; i++)
-                c->h[i] += c->tmp[i];
-        }
-    }
+    for (int64_t l = 0; l < hp->n_layers; l++)
+        layer_forward(c, &m->layers[l], l, T, p0);
     if (c->im) { // every row, whatever logits are asked for
         ds_rmsnorm(c->x, d, c->h, d, m->output_norm, T, d, eps);
         record(c, DS_IM_OUTPUT, 0, 0, c->x, d, T);
     }
-    if (!logits)
-        return;
-    if (all) {
-        ds_rmsnorm(c->x, d, c->h, d, m->output_norm, T, d, eps);
-        wmatmul(logits, V, c->x, d, &m->output, 0, T, V, d);
-    } else {
-        ds_rmsnorm(c->x, d, c->h + (T - 1) * d, d, m->output_norm, 1, d, eps);
-        wmatmul(logits, V, c->x, d, &m->output, 0, 1, V, d);
+    if (c->mtp) {
+        // a pair drafted for p0 with another token is stale
+        if (p0 >= 1 && c->mpos >= p0 &&
+            (c->tk_at[p0 % RING] != p0 || c->tk[p0 % RING] != tokens[0]))
+            c->mpos = p0 - 1;
+        for (int64_t t = 0; t < T; t++) {
+            int64_t p = p0 + t;
+            ds_rmsnorm(c->hn + (p % RING) * d, d, c->h + t * d, d, m->output_norm, 1, d, eps);
+            c->hn_at[p % RING] = p;
+            c->tk[p % RING] = tokens[t];
+            c->tk_at[p % RING] = p;
+        }
+    }
+    if (logits) {
+        if (all) {
+            ds_rmsnorm(c->x, d, c->h, d, m->output_norm, T, d, eps);
+            wmatmul(logits, V, c->x, d, &m->output, 0, T, V, d);
+        } else {
+            ds_rmsnorm(c->x, d, c->h + (T - 1) * d, d, m->output_norm, 1, d, eps);
+            wmatmul(logits, V, c->x, d, &m->output, 0, 1, V, d);
+        }
+    }
+    // The MTP cache follows up to the pair of the last token but one; the
+    // last pair and the next one are run by ds_ctx_draft, so that a rejected
+    // draft costs no MTP work. (Pairs it cannot build are left to it to report.)
+    if (c->mtp && p0 + T - 2 > c->mpos) {
+        int64_t p1 = c->mpos + 1, n = p0 + T - 2 - c->mpos;
+        if (n <= c->ub && mtp_have(c, p1, n))
+            mtp_run(c, p1, n, NULL);
     }
 }
 

@@ -184,3 +184,30 @@ model() {
     run -0 ds ds-run -m "$(model v3 f32)" --tokens "$tok" --dump-logits b.f32
     cmp a.f32 b.f32
 }
+
+@test "ds-run --mtp (MTP speculative decoding) writes what plain decoding writes" {
+    local g p plain spec
+    for ty in f32 bf16; do
+        g=$(model v3 "$ty")
+        for p in "Hello world" "The quick brown fox" "1 2 3 4 5" "Once upon a time, there was"; do
+            plain=$(ds ds-run -m "$g" -p "$p" -n 32 --temp 0 | od -An -tx1)
+            spec=$(ds ds-run -m "$g" -p "$p" -n 32 --temp 0 --mtp | od -An -tx1)
+            [ "$plain" = "$spec" ]
+        done
+        # sampling: the same seed gives the same text
+        plain=$(ds ds-run -m "$g" -p "Hello" -n 32 --seed 7 --temp 1.5 | od -An -tx1)
+        spec=$(ds ds-run -m "$g" -p "Hello" -n 32 --seed 7 --temp 1.5 --mtp | od -An -tx1)
+        [ "$plain" = "$spec" ]
+    done
+    run -0 ds ds-run -m "$(model v3 bf16)" -p "Hello world" -n 32 --temp 0 --mtp --json
+    [[ $output == *'"generated_tokens":32'* ]]
+    [[ $output == *'"mtp":{"drafted":'*',"accepted":'*',"acceptance":'* ]]
+    run -0 --separate-stderr ds ds-run -v -m "$(model v3 bf16)" -p "Hello" -n 8 --mtp
+    [[ $stderr == *"MTP drafts accepted"* ]]
+}
+
+@test "ds-run --mtp on a model without an MTP layer fails" {
+    run -1 --separate-stderr ds ds-run -m "$(model v2 f32)" -p hi -n 4 --mtp
+    [[ $stderr == *"no MTP (nextn) layer"* ]]
+    [ -z "$output" ]
+}

@@ -1475,6 +1475,125 @@ TEST(prefill_decode_v3)
     refdata_free(&ref);
 }
 
+static int32_t argmax_f(const float *v, int64_t n)
+{
+    int64_t b = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (v[i] > v[b])
+            b = i;
+    return (int32_t)b;
+}
+
+/* MTP speculative decoding through the API on tiny-v3-fp8 (which has a nextn
+ * layer), with oracle drafts (the true next token, or a wrong one every third
+ * step, so that both verification outcomes are exercised):
+ *  - the verified logits equal the one-token decode's, bit for bit;
+ *  - the draft logits at each position do not depend on the path taken
+ *    (accepted pairs run two at a time, rejected ones rolled back, or a plain
+ *    one-token decode drafting at every step);
+ *  - errors: no MTP layer, drafting not enabled, truncating past the end. */
+TEST(mtp_speculative_v3)
+{
+    enum { NP = 5, G = 24 };
+    const int32_t prompt[NP] = {0, 74, 417, 113, 265};
+    struct ds_model *m = NULL, *m2 = NULL;
+    struct ds_ctx *a = NULL, *b = NULL, *c = NULL;
+    float *L = NULL, *D = NULL, *l2 = NULL, *dl = NULL;
+    bool *have = NULL;
+    int32_t g[G];
+    int64_t V;
+    int n_acc = 0, n_rej = 0;
+
+    ASSERT_OK(ds_model_load(tmp("tiny-v3-fp8-f32.gguf"), &m));
+    ASSERT_EQ_INT(ds_model_n_mtp(m), 1);
+    V = ds_model_n_vocab(m);
+    L = malloc((size_t)(G + 1) * (size_t)V * sizeof(float));
+    D = malloc((size_t)(NP + G + 2) * (size_t)V * sizeof(float));
+    have = calloc(NP + G + 2, sizeof(bool));
+    l2 = malloc(2 * (size_t)V * sizeof(float));
+    dl = malloc((size_t)V * sizeof(float));
+    ASSERT(L && D && have && l2 && dl);
+
+    // plain greedy decode: g[i] chosen from L[i]
+    ASSERT_OK(ds_ctx_new(m, 64, &a));
+    ASSERT_EQ_INT(ds_ctx_draft(a, 1, dl), DS_ERR_STATE);
+    ASSERT_OK(ds_forward(a, prompt, NP, L, false));
+    for (int i = 0; i < G; i++) {
+        g[i] = argmax_f(L + (size_t)i * V, V);
+        ASSERT_OK(ds_forward(a, &g[i], 1, L + (size_t)(i + 1) * V, false));
+    }
+    ASSERT_EQ_INT(ds_ctx_truncate(a, ds_ctx_pos(a) + 1), DS_ERR_ARG);
+
+    // speculative with oracle drafts
+    ASSERT_OK(ds_ctx_new(m, 64, &b));
+    ASSERT_OK(ds_ctx_enable_mtp(b));
+    ASSERT(ds_ctx_kv_bytes_per_token(b) > ds_ctx_kv_bytes_per_token(a));
+    ASSERT_OK(ds_forward(b, prompt, NP, l2, false));
+    for (int i = 0, step = 0; i + 1 < G; step++) {
+        int64_t pos = ds_ctx_pos(b);
+        int32_t pair[2] = {g[i], g[i + 1]};
+        ASSERT_EQ_INT(pos, NP + i);
+        ASSERT_OK(ds_ctx_draft(b, g[i], D + (size_t)pos * V));
+        have[pos] = true;
+        if (step % 3 == 2)
+            pair[1] = (g[i + 1] + 1) % (int32_t)V;
+        ASSERT_OK(ds_forward(b, pair, 2, l2, true));
+        ASSERT(!memcmp(l2, L + (size_t)(i + 1) * V, (size_t)V * sizeof(float)));
+        if (pair[1] == g[i + 1]) {
+            ASSERT(!memcmp(l2 + V, L + (size_t)(i + 2) * V, (size_t)V * sizeof(float)));
+            i += 2;
+            n_acc++;
+        } else {
+            ASSERT_OK(ds_ctx_truncate(b, pos + 1));
+            i += 1;
+            n_rej++;
+        }
+    }
+    ASSERT(n_acc > 3 && n_rej > 3);
+
+    // drafting at every step of a one-token decode gives the same drafts
+    ASSERT_OK(ds_ctx_new(m, 64, &c));
+    ASSERT_OK(ds_ctx_enable_mtp(c));
+    ASSERT_OK(ds_forward(c, prompt, NP, l2, false));
+    for (int i = 0; i + 1 < G; i++) {
+        int64_t pos = ds_ctx_pos(c);
+        ASSERT_OK(ds_ctx_draft(c, g[i], dl));
+        if (have[pos]) {
+            double md = 0;
+            for (int64_t v = 0; v < V; v++) {
+                double e = fabs((double)dl[v] - D[(size_t)pos * V + v]);
+                md = e > md ? e : md;
+            }
+            ASSERT_MSG(md < 1e-4, "position %lld: drafts differ by %g", (long long)pos, md);
+        }
+        ASSERT_OK(ds_forward(c, &g[i], 1, l2, false));
+    }
+    ASSERT_EQ_INT(ds_ctx_enable_mtp(c), DS_OK); // already on
+    ds_ctx_free(c);
+    c = NULL;
+    ASSERT_OK(ds_ctx_new(m, 64, &c));
+    ASSERT_OK(ds_forward(c, prompt, 1, l2, false));
+    ASSERT_EQ_INT(ds_ctx_enable_mtp(c), DS_ERR_STATE); // not on an empty cache
+
+    ASSERT_OK(ds_model_load(tmp("tiny-v2lite-f32.gguf"), &m2));
+    ASSERT_EQ_INT(ds_model_n_mtp(m2), 0);
+    ds_ctx_free(a);
+    a = NULL;
+    ASSERT_OK(ds_ctx_new(m2, 16, &a));
+    ASSERT_EQ_INT(ds_ctx_enable_mtp(a), DS_ERR_UNSUPPORTED);
+
+    ds_ctx_free(a);
+    ds_ctx_free(b);
+    ds_ctx_free(c);
+    ds_model_free(m);
+    ds_model_free(m2);
+    free(L);
+    free(D);
+    free(have);
+    free(l2);
+    free(dl);
+}
+
 /* 150 tokens: several prefill chunks, positions far past the YaRN original
  * context; also against the naive reference. */
 TEST(long_sequence_v2lite)
@@ -1736,6 +1855,7 @@ int main(void)
     RUN(reference_v3_fp8);
     RUN(naive_matches_model_py);
     RUN(prefill_decode_v3);
+    RUN(mtp_speculative_v3);
     RUN(long_sequence_v2lite);
     RUN(threads_do_not_change_results);
     RUN(synthetic_configs);
