@@ -32,6 +32,7 @@ enum {
     OPT_DUMP_LOGITS,
     OPT_JSON,
     OPT_MTP,
+    OPT_CACHE_TYPE,
 };
 
 static const struct ds_opt options[] = {
@@ -69,6 +70,8 @@ static const struct ds_opt options[] = {
      false},
     {OPT_JSON, 0, "json", NULL, "print one JSON object (text, token counts, timings) instead",
      NULL, NULL, false},
+    {OPT_CACHE_TYPE, 0, "cache-type", "TYPE",
+     "store the KV cache as f32 or q8_0 (8 bits, 3.8x smaller)", "f32", "f32|q8_0", false},
     {OPT_MTP, 0, "mtp", NULL,
      "speculative decoding: draft each next token with the model's MTP layer", NULL, NULL,
      false},
@@ -85,6 +88,7 @@ struct run {
     long long n_predict;
     long long n_ctx;
     bool chat, tokenize, json, seed_set, mtp;
+    struct ds_ctx_params cp;
     struct ds_sampler_params sp;
 };
 
@@ -347,6 +351,14 @@ int main(int argc, char **argv)
         case OPT_DUMP_LOGITS: r.dump = arg; break;
         case OPT_JSON: r.json = true; break;
         case OPT_MTP: r.mtp = true; break;
+        case OPT_CACHE_TYPE:
+            if (!strcmp(arg, "f32"))
+                r.cp.cache_type = DS_CACHE_F32;
+            else if (!strcmp(arg, "q8_0"))
+                r.cp.cache_type = DS_CACHE_Q8_0;
+            else
+                ds_cli_usage_error(c, "invalid value '%s' for --cache-type (f32 or q8_0)", arg);
+            break;
         default: break;
         }
     }
@@ -473,7 +485,7 @@ int main(int argc, char **argv)
             return DS_EXIT_FAILURE;
         }
     }
-    if ((e = ds_ctx_new(model, r.n_ctx, &ctx)) != DS_OK)
+    if ((e = ds_ctx_new_ex(model, r.n_ctx, &r.cp, &ctx)) != DS_OK)
         die_lib(c, e);
     if (r.mtp && (e = ds_ctx_enable_mtp(ctx)) != DS_OK)
         die_lib(c, e);

@@ -62,6 +62,22 @@ struct ds_ctx;
  * DS_ERR_ARG otherwise). Allocates the latent cache:
  * n_layers x n_ctx x (kv_lora_rank + qk_rope_head_dim) floats. */
 ds_err ds_ctx_new(const struct ds_model *m, int64_t n_ctx, struct ds_ctx **out);
+
+/* How the latent cache stores its rows. DS_CACHE_Q8_0: each row
+ * (kv_lora_rank + qk_rope_head_dim values, zero-padded to a multiple of 32)
+ * as ggml q8_0 blocks (32 int8 and one f16 scale: 34 bytes per 32 values,
+ * 3.8x smaller than f32), quantized when the row is written and dequantized
+ * as attention reads it. Its cost on the tiny reference checkpoints is in
+ * bench/README.md. */
+enum ds_cache_type { DS_CACHE_F32 = 0, DS_CACHE_Q8_0 = 1 };
+
+struct ds_ctx_params {
+    enum ds_cache_type cache_type;
+};
+
+/* As ds_ctx_new with params (NULL: defaults, all fields zero). */
+ds_err ds_ctx_new_ex(const struct ds_model *m, int64_t n_ctx, const struct ds_ctx_params *params,
+                     struct ds_ctx **out);
 void ds_ctx_free(struct ds_ctx *c);
 
 int64_t ds_ctx_n_ctx(const struct ds_ctx *c);

@@ -26,6 +26,7 @@
 #endif
 
 #include "ds_model.h"
+#include "ds_quant.h"
 #include "error_impl.h"
 #include "imatrix_impl.h"
 #include "kernels_impl.h"
@@ -40,7 +41,12 @@ struct ds_ctx {
     int64_t n_ctx, pos, ub;
     int nthr;           /* threads the attention scratch is sized for */
     int64_t Dc;         /* cache row: kv_lora_rank + rope */
-    float *kv;          /* (n_layers, n_ctx, Dc) */
+    bool q8;            /* cache rows in q8_0 blocks of Dq values */
+    int64_t Dq;         /* Dc rounded up to 32 */
+    size_t kv_row;      /* bytes of a cache row: Dc floats, or Dq / 32 q8_0 blocks */
+    unsigned char *kv;  /* (n_layers, n_ctx) rows */
+    float *kvf;         /* q8: (ub, Dq) rows of a chunk before quantization */
+    float *krow;        /* q8: (nthr, Dq) dequantized rows */
     float *h, *x, *tmp, *acc, *xg, *yg; /* (ub, d) */
     float *qa;          /* (ub, r_q) */
     float *q;           /* (ub, H, nope+rope) */
@@ -60,7 +66,7 @@ struct ds_ctx {
      * state of p-1) is row p-1 of the MTP layer's cache; pairs 1..mpos are in it. */
     bool mtp;
     int64_t mpos;
-    float *kv_mtp;      /* (n_ctx, Dc) */
+    unsigned char *kv_mtp; /* (n_ctx) rows */
     float *hn;          /* (RING, d): final normed hidden state of position p at p % RING */
     int64_t *hn_at;     /* (RING) the position each hn row holds, -1: none */
     int32_t *tk;        /* (RING): token of position p at p % RING */
@@ -90,12 +96,14 @@ void ds_ctx_free(struct ds_ctx *c)
 {
     if (!c)
         return;
-    float *bufs[] = {c->kv, c->h,  c->x,  c->tmp, c->acc, c->xg,   c->yg,
+    float *bufs[] = {c->h,  c->x,  c->tmp, c->acc, c->xg,   c->yg,
                      c->qa, c->q,  c->qcat, c->lat, c->o, c->g,    c->u,
-                     c->rs, c->rb, c->gs, c->selw, c->ew, c->att, c->kv_mtp, c->hn,
-                     c->cat};
+                     c->rs, c->rb, c->gs, c->selw, c->ew, c->att, c->hn,
+                     c->cat, c->kvf, c->krow};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
         free(bufs[i]);
+    free(c->kv);
+    free(c->kv_mtp);
     free(c->sel);
     free(c->etok);
     free(c->hn_at);
@@ -113,7 +121,23 @@ static ds_err alloc_f(float **p, int64_t a, int64_t b)
     return *p ? DS_OK : DS_ERR_NOMEM;
 }
 
+/* n_rows cache rows of c->kv_row bytes */
+static ds_err alloc_rows(const struct ds_ctx *c, unsigned char **p, int64_t n_rows)
+{
+    uint64_t n;
+    DS_RETURN_IF(ds_mul_u64((uint64_t)n_rows, c->kv_row, &n) || n > SIZE_MAX / 2, DS_ERR_LIMIT,
+                 "context of %lld tokens is too large", (long long)c->n_ctx);
+    *p = ds_malloc((size_t)(n ? n : 1));
+    return *p ? DS_OK : DS_ERR_NOMEM;
+}
+
 ds_err ds_ctx_new(const struct ds_model *m, int64_t n_ctx, struct ds_ctx **out)
+{
+    return ds_ctx_new_ex(m, n_ctx, NULL, out);
+}
+
+ds_err ds_ctx_new_ex(const struct ds_model *m, int64_t n_ctx, const struct ds_ctx_params *params,
+                     struct ds_ctx **out)
 {
     struct ds_ctx *c;
     const struct ds_hparams *hp;
@@ -123,6 +147,9 @@ ds_err ds_ctx_new(const struct ds_model *m, int64_t n_ctx, struct ds_ctx **out)
 
     DS_RETURN_IF(!out || !m, DS_ERR_ARG, "model or output missing");
     *out = NULL;
+    DS_RETURN_IF(params && params->cache_type != DS_CACHE_F32 &&
+                     params->cache_type != DS_CACHE_Q8_0,
+                 DS_ERR_ARG, "unknown cache type %d", (int)params->cache_type);
     hp = &m->hp;
     DS_RETURN_IF(m->vocab_only, DS_ERR_ARG, "'%s' holds a vocabulary only; it cannot run",
                  m->name);
@@ -140,6 +167,9 @@ ds_err ds_ctx_new(const struct ds_model *m, int64_t n_ctx, struct ds_ctx **out)
     H = hp->n_heads;
     R = hp->kv_lora_rank;
     c->Dc = R + hp->qk_rope_head_dim;
+    c->q8 = params && params->cache_type == DS_CACHE_Q8_0;
+    c->Dq = (c->Dc + 31) / 32 * 32;
+    c->kv_row = c->q8 ? ds_kernel_row_bytes(DS_TYPE_Q8_0, c->Dq) : (size_t)c->Dc * sizeof(float);
     E = hp->n_routed_experts;
     k = hp->n_experts_per_tok;
     ffw = hp->intermediate_size;
@@ -149,7 +179,11 @@ ds_err ds_ctx_new(const struct ds_model *m, int64_t n_ctx, struct ds_ctx **out)
         ffw = hp->moe_intermediate_size * hp->n_shared_experts;
     DS_FAIL_IF(ds_mul_u64((uint64_t)hp->n_layers, (uint64_t)n_ctx, &kvn) || kvn > INT64_MAX / 2,
                DS_ERR_LIMIT, "context of %lld tokens is too large", (long long)n_ctx);
-    DS_CHECK(alloc_f(&c->kv, (int64_t)kvn, c->Dc));
+    DS_CHECK(alloc_rows(c, &c->kv, (int64_t)kvn));
+    if (c->q8) {
+        DS_CHECK(alloc_f(&c->kvf, ub, c->Dq));
+        DS_CHECK(alloc_f(&c->krow, c->nthr, c->Dq));
+    }
     DS_CHECK(alloc_f(&c->h, ub, d));
     DS_CHECK(alloc_f(&c->x, ub, d));
     DS_CHECK(alloc_f(&c->tmp, ub, d));
@@ -198,7 +232,7 @@ uint64_t ds_ctx_kv_bytes(const struct ds_ctx *c)
 
 uint64_t ds_ctx_kv_bytes_per_token(const struct ds_ctx *c)
 {
-    return (uint64_t)(c->m->hp.n_layers + c->mtp) * (uint64_t)c->Dc * sizeof(float);
+    return (uint64_t)(c->m->hp.n_layers + c->mtp) * (uint64_t)c->kv_row;
 }
 
 void ds_ctx_reset(struct ds_ctx *c)
@@ -234,7 +268,7 @@ ds_err ds_ctx_enable_mtp(struct ds_ctx *c)
     if (c->mtp)
         return DS_OK;
     DS_RETURN_IF(c->pos != 0, DS_ERR_STATE, "MTP drafting must be enabled on an empty cache");
-    DS_TRY(alloc_f(&c->kv_mtp, c->n_ctx, c->Dc));
+    DS_TRY(alloc_rows(c, &c->kv_mtp, c->n_ctx));
     DS_TRY(alloc_f(&c->hn, RING, d));
     DS_TRY(alloc_f(&c->cat, c->ub, 2 * d));
     c->hn_at = ds_malloc(RING * sizeof(int64_t));
@@ -283,9 +317,11 @@ static void attention(struct ds_ctx *c, const struct ds_layer *L, int64_t layer,
                   rope = hp->qk_rope_head_dim, nope = hp->qk_nope_head_dim,
                   dqk = nope + rope, dv = hp->v_head_dim, Dc = c->Dc;
     const float eps = (float)hp->rms_norm_eps;
-    float *kvl = layer < hp->n_layers ? c->kv + (size_t)layer * (size_t)c->n_ctx * (size_t)Dc
-                                      : c->kv_mtp;
-    float *rows = kvl + (size_t)p0 * (size_t)Dc; // this chunk's cache rows
+    unsigned char *kvl = layer < hp->n_layers
+                             ? c->kv + (size_t)layer * (size_t)c->n_ctx * c->kv_row
+                             : c->kv_mtp;
+    // this chunk's cache rows, in place, or to be quantized into it
+    float *rows = c->q8 ? c->kvf : (float *)(kvl + (size_t)p0 * c->kv_row);
     const int64_t nhb = (H + HEAD_BLOCK - 1) / HEAD_BLOCK;
     int nt = max_threads() < c->nthr ? max_threads() : c->nthr;
     (void)nt;
@@ -309,6 +345,13 @@ static void attention(struct ds_ctx *c, const struct ds_layer *L, int64_t layer,
     ds_rmsnorm(rows, Dc, rows, Dc, L->kv_a_norm, T, R, eps);
     for (int64_t t = 0; t < T; t++)
         ds_rope(rows + t * Dc + R, 1, Dc, rope, p0 + t, m->freqs);
+    if (c->q8) {
+        for (int64_t t = 0; t < T; t++) {
+            memcpy(c->krow, rows + t * Dc, (size_t)Dc * sizeof(float));
+            memset(c->krow + Dc, 0, (size_t)(c->Dq - Dc) * sizeof(float));
+            ds_quantize_vec(DS_TYPE_Q8_0, c->krow, kvl + (size_t)(p0 + t) * c->kv_row, c->Dq);
+        }
+    }
 
     // q_nope[t][h] (nope) -> qcat[t][h][0:R] = k_b[h] (R, nope) . q_nope
     if (c->im)
@@ -330,8 +373,13 @@ static void attention(struct ds_ctx *c, const struct ds_layer *L, int64_t layer,
         int64_t t = w / nhb, h0 = (w % nhb) * HEAD_BLOCK;
         int64_t nh = H - h0 < HEAD_BLOCK ? H - h0 : HEAD_BLOCK;
         float *s = c->att + (size_t)thread_id() * HEAD_BLOCK * (size_t)c->n_ctx;
-        ds_mla_attend(c->lat + (t * H + h0) * R, R, c->qcat + (t * H + h0) * Dc, Dc, nh, kvl, Dc,
-                      p0 + t + 1, Dc, R, m->softmax_scale, s);
+        if (c->q8)
+            ds_mla_attend_q8(c->lat + (t * H + h0) * R, R, c->qcat + (t * H + h0) * Dc, Dc, nh,
+                             kvl, c->kv_row, p0 + t + 1, Dc, R, m->softmax_scale, s,
+                             c->krow + (size_t)thread_id() * c->Dq);
+        else
+            ds_mla_attend(c->lat + (t * H + h0) * R, R, c->qcat + (t * H + h0) * Dc, Dc, nh,
+                          (const float *)kvl, Dc, p0 + t + 1, Dc, R, m->softmax_scale, s);
     }
 
     // lat[t][h] (R) -> o[t][h] = v_b[h] (dv, R) . lat

@@ -3,6 +3,7 @@
  */
 #include <assert.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -449,19 +450,24 @@ void ds_rope_ref(float *x, int64_t n_vec, int64_t stride, int64_t R, int64_t pos
 /* ---- absorbed MLA attention ---------------------------------------------------------- */
 
 /* Positions outer, heads inner: each cached row is read once for all H heads
- * (it stays in L1), for the scores and again for the weighted sum. */
-void ds_mla_attend(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
-                   const float *kv, int64_t ldkv, int64_t n, int64_t D, int64_t L, float scale,
-                   float *s)
+ * (it stays in L1), for the scores and again for the weighted sum. Rows are
+ * ldkv bytes apart: float, or q8_0 blocks dequantized into row first. */
+static void attend_rows(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
+                        const unsigned char *kv, size_t ldkv, bool q8, int64_t n, int64_t D,
+                        int64_t L, float scale, float *s, float *row)
 {
-    int64_t dv = D - D % MM_L;
+    int64_t dv = D - D % MM_L, Dq = (D + 31) / 32 * 32;
     for (int64_t j = 0; j < n; j++) {
-        const float *row = kv + j * ldkv;
+        const float *r = (const float *)(kv + (size_t)j * ldkv);
+        if (q8) {
+            ds_dequantize_row(DS_TYPE_Q8_0, kv + (size_t)j * ldkv, row, Dq);
+            r = row;
+        }
         for (int64_t h = 0; h < H; h++) {
             const float *qh = q + h * ldq;
-            float acc = dot1(qh, row, dv);
+            float acc = dot1(qh, r, dv);
             for (int64_t k = dv; k < D; k++)
-                acc += qh[k] * row[k];
+                acc += qh[k] * r[k];
             s[h * n + j] = acc * scale;
         }
     }
@@ -470,13 +476,48 @@ void ds_mla_attend(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t
         memset(out + h * ldo, 0, (size_t)L * sizeof(float));
     }
     for (int64_t j = 0; j < n; j++) {
-        const float *row = kv + j * ldkv;
+        const float *r = (const float *)(kv + (size_t)j * ldkv);
+        if (q8) {
+            ds_dequantize_row(DS_TYPE_Q8_0, kv + (size_t)j * ldkv, row, (L + 31) / 32 * 32);
+            r = row;
+        }
         for (int64_t h = 0; h < H; h++) {
             float p = s[h * n + j], *o = out + h * ldo;
             for (int64_t k = 0; k < L; k++)
-                o[k] += p * row[k];
+                o[k] += p * r[k];
         }
     }
+}
+
+void ds_mla_attend(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
+                   const float *kv, int64_t ldkv, int64_t n, int64_t D, int64_t L, float scale,
+                   float *s)
+{
+    attend_rows(out, ldo, q, ldq, H, (const unsigned char *)kv, (size_t)ldkv * sizeof(float),
+                false, n, D, L, scale, s, NULL);
+}
+
+void ds_mla_attend_q8(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
+                      const void *kv, size_t ldkv, int64_t n, int64_t D, int64_t L, float scale,
+                      float *s, float *row)
+{
+    attend_rows(out, ldo, q, ldq, H, kv, ldkv, true, n, D, L, scale, s, row);
+}
+
+void ds_mla_attend_q8_ref(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
+                          const void *kv, size_t ldkv, int64_t n, int64_t D, int64_t L,
+                          float scale, float *s, float *row)
+{
+    int64_t Dq = (D + 31) / 32 * 32;
+    float *f = malloc((size_t)(n > 0 ? n : 1) * (size_t)Dq * sizeof(float));
+    (void)row;
+    if (!f)
+        return;
+    for (int64_t j = 0; j < n; j++)
+        ds_dequantize_row_ref(DS_TYPE_Q8_0, (const unsigned char *)kv + (size_t)j * ldkv,
+                              f + j * Dq, Dq);
+    ds_mla_attend_ref(out, ldo, q, ldq, H, f, Dq, n, D, L, scale, s);
+    free(f);
 }
 
 void ds_mla_attend_ref(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,

@@ -107,4 +107,15 @@ void ds_mla_attend_ref(float *out, int64_t ldo, const float *q, int64_t ldq, int
                        const float *kv, int64_t ldkv, int64_t n, int64_t D, int64_t L,
                        float scale, float *s);
 
+/* As ds_mla_attend over a cache in 8 bits: row j at kv + j * ldkv (bytes)
+ * holds its first D values (zero-padded to a multiple of 32, L <= D) as
+ * ceil(D/32) q8_0 blocks, dequantized into row (ceil(D/32) * 32 floats of
+ * scratch) as they are read. */
+void ds_mla_attend_q8(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
+                      const void *kv, size_t ldkv, int64_t n, int64_t D, int64_t L, float scale,
+                      float *s, float *row);
+void ds_mla_attend_q8_ref(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
+                          const void *kv, size_t ldkv, int64_t n, int64_t D, int64_t L,
+                          float scale, float *s, float *row);
+
 #endif

@@ -211,3 +211,24 @@ model() {
     [[ $stderr == *"no MTP (nextn) layer"* ]]
     [ -z "$output" ]
 }
+
+@test "ds-run --cache-type q8_0: an 8-bit KV cache close to the f32 cache, 3.8x smaller" {
+    local g tok nv out rel agree
+    g=$(model v2 f32)
+    tok=$(ref_tokens "$V2")
+    nv=$(tr -d ' \n' < "$V2/reference.json" | sed 's/.*"n_vocab":\([0-9]*\).*/\1/')
+    run -0 ds ds-run -m "$g" --tokens "$tok" --dump-logits a.f32 --cache-type f32
+    run -0 ds ds-run -m "$g" --tokens "$tok" --dump-logits b.f32 --cache-type q8_0
+    out=$(compare_logits b.f32 a.f32 "$nv")
+    echo "# q8_0 vs f32 cache: $out" >&3
+    rel=${out#rel=}; rel=${rel%% *}
+    agree=${out#*agree=}; agree=${agree%% *}
+    awk -v r="$rel" -v a="$agree" 'BEGIN { exit !(r > 0 && r <= 0.1 && a >= 0.85) }'
+    run -0 ds ds-run -m "$g" -p hi -n 2 --json --cache-type f32
+    f=$(echo "$output" | sed 's/.*"kv_cache_bytes":\([0-9]*\).*/\1/')
+    run -0 ds ds-run -m "$g" -p hi -n 2 --json --cache-type q8_0
+    q=$(echo "$output" | sed 's/.*"kv_cache_bytes":\([0-9]*\).*/\1/')
+    [ $((q * 3)) -lt "$f" ]
+    run -2 --separate-stderr ds ds-run -m "$g" -p hi --cache-type q4_0
+    [[ $stderr == *"invalid value 'q4_0' for --cache-type"* ]]
+}

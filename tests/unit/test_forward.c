@@ -1293,6 +1293,37 @@ TEST(kernel_mla_attend)
     }
 }
 
+/* The 8-bit cache kernel against its twin, and close to the float kernel on
+ * the same rows (D = 40: the second block zero-padded). */
+TEST(kernel_mla_attend_q8)
+{
+    enum { H = 5, D = 40, L = 32, LDQ = 45, LDO = 35, NMAX = 17, DQ = 64 };
+    static float q[H * LDQ], kv[NMAX * DQ], o[H * LDO], orf[H * LDO], of[H * LDO],
+        s[H * NMAX], row[DQ];
+    static unsigned char kq[NMAX * 68];
+    const size_t ld = 68; // 2 q8_0 blocks
+    rng_state = 6;
+    fill(q, H * LDQ, 1);
+    fill(kv, NMAX * DQ, 1);
+    for (int j = 0; j < NMAX; j++) {
+        for (int k = D; k < DQ; k++)
+            kv[j * DQ + k] = 0;
+        ASSERT_OK(ds_quantize_vec(DS_TYPE_Q8_0, kv + j * DQ, kq + j * ld, DQ));
+    }
+    for (int n = 1; n <= NMAX; n += 16) {
+        for (int i = 0; i < H * LDO; i++)
+            o[i] = orf[i] = of[i] = 7;
+        ds_mla_attend_q8(o, LDO, q, LDQ, H, kq, ld, n, D, L, 0.3f, s, row);
+        ds_mla_attend_q8_ref(orf, LDO, q, LDQ, H, kq, ld, n, D, L, 0.3f, s, row);
+        ds_mla_attend(of, LDO, q, LDQ, H, kv, DQ, n, D, L, 0.3f, s);
+        for (int i = 0; i < H * LDO; i++) {
+            ASSERT_MSG(fabsf(o[i] - orf[i]) <= 1e-5f, "n %d i %d: %g vs %g", n, i, o[i], orf[i]);
+            ASSERT_MSG(fabsf(o[i] - of[i]) <= 2e-2f, "n %d i %d: %g vs f32 %g", n, i, o[i],
+                       of[i]);
+        }
+    }
+}
+
 /* ---- against model.py ---------------------------------------------------------------------- */
 
 static void check_reference(const char *ckpt, int outtype, double tol, double min_agree)
@@ -1594,6 +1625,67 @@ TEST(mtp_speculative_v3)
     free(dl);
 }
 
+/* The 8-bit cache: prefill and one-token decode give the same logits (rows
+ * are quantized once, when written), close to the f32 cache's, also with MTP
+ * drafting on; the cache is 3.8x smaller. */
+TEST(cache_q8_0)
+{
+    struct refdata ref;
+    struct ds_model *m = NULL;
+    struct ds_ctx *a = NULL, *b = NULL, *c = NULL;
+    const struct ds_ctx_params q8 = {.cache_type = DS_CACHE_Q8_0};
+    const struct ds_ctx_params bad = {.cache_type = (enum ds_cache_type)7};
+    float *la = NULL, *lb = NULL, *lc = NULL;
+    int64_t V;
+    double md = 0, mx = 0;
+    int agree = 0;
+
+    ASSERT(refdata_load(test_data("tiny-v3-fp8"), &ref));
+    ASSERT_OK(ds_model_load(tmp("tiny-v3-fp8-f32.gguf"), &m));
+    V = ds_model_n_vocab(m);
+    la = malloc((size_t)ref.n * (size_t)V * sizeof(float));
+    lb = malloc((size_t)ref.n * (size_t)V * sizeof(float));
+    lc = malloc((size_t)V * sizeof(float));
+    ASSERT(la && lb && lc);
+    ASSERT_EQ_INT(ds_ctx_new_ex(m, 64, &bad, &a), DS_ERR_ARG);
+    ASSERT_OK(ds_ctx_new_ex(m, 64, NULL, &a));
+    ASSERT_OK(ds_ctx_new_ex(m, 64, &q8, &b));
+    ASSERT_OK(ds_ctx_new_ex(m, 64, &q8, &c));
+    ASSERT_OK(ds_ctx_enable_mtp(c));
+    ASSERT(ds_ctx_kv_bytes(b) * 3 < ds_ctx_kv_bytes(a));
+    ASSERT_OK(ds_forward(a, ref.tokens, ref.n, la, true));
+    ASSERT_OK(ds_forward(b, ref.tokens, ref.n, lb, true));
+    for (size_t t = 0; t < ref.n; t++) {
+        const float *fa = la + t * (size_t)V, *fb = lb + t * (size_t)V;
+        ASSERT_OK(ds_forward(c, &ref.tokens[t], 1, lc, false));
+        ASSERT_MSG(!memcmp(lc, fb, (size_t)V * sizeof(float)), "position %zu", t);
+        if (t + 1 < ref.n)
+            ASSERT_OK(ds_ctx_draft(c, ref.tokens[t + 1], lc));
+        int ia = 0, ib = 0;
+        for (int64_t v = 0; v < V; v++) {
+            double e = fabs((double)fa[v] - fb[v]);
+            md = e > md ? e : md;
+            mx = fabs(fa[v]) > mx ? fabs(fa[v]) : mx;
+            ia = fa[v] > fa[ia] ? (int)v : ia;
+            ib = fb[v] > fb[ib] ? (int)v : ib;
+        }
+        agree += ia == ib;
+    }
+    fprintf(stderr, "     q8_0 vs f32 cache: max|d| %.3g, max|d|/max|logit| %.3g, argmax %d/%zu\n",
+            md, md / mx, agree, ref.n);
+    ASSERT(md / mx < 0.15);
+    ASSERT(agree >= (int)ref.n * 9 / 10);
+    ds_ctx_free(a);
+    ds_ctx_free(b);
+    ds_ctx_free(c);
+    ds_model_free(m);
+    free(la);
+    free(lb);
+    free(lc);
+    refdata_free(&ref);
+}
+
+
 /* 150 tokens: several prefill chunks, positions far past the YaRN original
  * context; also against the naive reference. */
 TEST(long_sequence_v2lite)
@@ -1847,6 +1939,7 @@ int main(void)
     RUN(kernel_rmsnorm_softmax_silu);
     RUN(kernel_rope);
     RUN(kernel_mla_attend);
+    RUN(kernel_mla_attend_q8);
     RUN(reference_v3_f32);
     RUN(reference_v2lite_f32);
     RUN(reference_v3_bf16);
@@ -1856,6 +1949,7 @@ int main(void)
     RUN(naive_matches_model_py);
     RUN(prefill_decode_v3);
     RUN(mtp_speculative_v3);
+    RUN(cache_q8_0);
     RUN(long_sequence_v2lite);
     RUN(threads_do_not_change_results);
     RUN(synthetic_configs);
