@@ -35,6 +35,25 @@
 #define UBATCH 64   /* tokens per chunk of a batched forward */
 #define HEAD_BLOCK 8 /* heads per attention work item */
 #define RING (2 * UBATCH) /* positions of final hidden states kept for the MTP module */
+#define ROW_BLOCK 32 /* weight rows per work item of the fused expert products */
+
+/* One expert of a MoE layer over the rows routed to it (or the shared
+ * experts over all rows): inputs x (cnt, d), gate and up outputs g, u
+ * (cnt, I), output y (cnt, d); qx, qg their quantized inputs. */
+struct eslot {
+    const struct ds_weight *gate, *up, *down;
+    int64_t mat, I, cnt;
+    const float *x;
+    float *g, *u, *y;
+    unsigned char *qx, *qg;
+    int32_t *tok;   /* (cnt) rows of the batch */
+    float *w;       /* (cnt) their routing weights */
+};
+
+/* Rows n0..n1 of matrix which (0 gate, 1 up, 2 down) of slot s. */
+struct eitem {
+    int32_t s, which, n0, n1;
+};
 
 struct ds_ctx {
     const struct ds_model *m;
@@ -58,8 +77,12 @@ struct ds_ctx {
     float *gs;          /* (ub, n_group) */
     int32_t *sel;       /* (ub, k) */
     float *selw;        /* (ub, k) */
-    int32_t *etok;      /* (ub) rows routed to one expert */
-    float *ew;          /* (ub) their routing weights */
+    int32_t *etok;      /* (ub, k) rows routed to each expert, expert after expert */
+    float *ew;          /* (ub, k) their routing weights */
+    float *eg, *eu;     /* (ub, S*I_e + k*I_e) gate and up outputs of all slots */
+    unsigned char *eq;  /* quantized expert inputs (x rows, then g rows) */
+    struct eslot *slots; /* (E + 1) */
+    struct eitem *items; /* work items of one fused pass */
     float *att;         /* (nthr, HEAD_BLOCK, n_ctx) */
     struct ds_imatrix *im; /* borrowed; NULL: no collection */
     /* MTP drafting (ds_ctx_enable_mtp): pair p = (token p, final normed hidden
@@ -99,13 +122,16 @@ void ds_ctx_free(struct ds_ctx *c)
     float *bufs[] = {c->h,  c->x,  c->tmp, c->acc, c->xg,   c->yg,
                      c->qa, c->q,  c->qcat, c->lat, c->o, c->g,    c->u,
                      c->rs, c->rb, c->gs, c->selw, c->ew, c->att, c->hn,
-                     c->cat, c->kvf, c->krow};
+                     c->cat, c->kvf, c->krow, c->eg, c->eu};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
         free(bufs[i]);
     free(c->kv);
     free(c->kv_mtp);
     free(c->sel);
     free(c->etok);
+    free(c->eq);
+    free(c->slots);
+    free(c->items);
     free(c->hn_at);
     free(c->tk_at);
     free(c->tk);
@@ -119,6 +145,20 @@ static ds_err alloc_f(float **p, int64_t a, int64_t b)
                  DS_ERR_LIMIT, "context buffers too large");
     *p = ds_malloc((size_t)(n ? n : 1) * sizeof(float));
     return *p ? DS_OK : DS_ERR_NOMEM;
+}
+
+/* Bytes of a row of K activations quantized for any block type (the
+ * largest of q8_0, q8_1 and q8_K, K rounded up to their blocks). */
+static size_t qrow_max(int64_t K)
+{
+    const enum ds_type vt[] = {DS_TYPE_Q8_0, DS_TYPE_Q8_1, DS_TYPE_Q8_K};
+    size_t mx = 0;
+    for (size_t i = 0; i < sizeof(vt) / sizeof(vt[0]); i++) {
+        int64_t bs = ds_type_block_size(vt[i]);
+        size_t b = (size_t)((K + bs - 1) / bs) * ds_type_block_bytes(vt[i]);
+        mx = b > mx ? b : mx;
+    }
+    return mx;
 }
 
 /* n_rows cache rows of c->kv_row bytes */
@@ -188,8 +228,8 @@ ds_err ds_ctx_new_ex(const struct ds_model *m, int64_t n_ctx, const struct ds_ct
     DS_CHECK(alloc_f(&c->x, ub, d));
     DS_CHECK(alloc_f(&c->tmp, ub, d));
     DS_CHECK(alloc_f(&c->acc, ub, d));
-    DS_CHECK(alloc_f(&c->xg, ub, d)); // a row picks an expert at most once
-    DS_CHECK(alloc_f(&c->yg, ub, d));
+    DS_CHECK(alloc_f(&c->xg, ub * (k > 0 ? k : 1), d)); // a row picks an expert at most once
+    DS_CHECK(alloc_f(&c->yg, ub * (k > 0 ? k : 1), d));
     DS_CHECK(alloc_f(&c->qa, ub, hp->q_lora_rank > 0 ? hp->q_lora_rank : 1));
     DS_CHECK(alloc_f(&c->q, ub * H, hp->qk_nope_head_dim + hp->qk_rope_head_dim));
     DS_CHECK(alloc_f(&c->qcat, ub * H, c->Dc));
@@ -201,10 +241,22 @@ ds_err ds_ctx_new_ex(const struct ds_model *m, int64_t n_ctx, const struct ds_ct
     DS_CHECK(alloc_f(&c->rb, ub, E > 0 ? E : 1));
     DS_CHECK(alloc_f(&c->gs, ub, hp->n_group > 0 ? hp->n_group : 1));
     DS_CHECK(alloc_f(&c->selw, ub, k > 0 ? k : 1));
-    DS_CHECK(alloc_f(&c->ew, ub, 1));
+    DS_CHECK(alloc_f(&c->ew, ub, k > 0 ? k : 1));
+    if (E > 0) {
+        int64_t Ie = hp->moe_intermediate_size, Is = hp->n_shared_experts * Ie;
+        int64_t mi = Is > Ie ? Is : Ie, nrows = ub * (k + 1);
+        int64_t per = 2 * ((mi + ROW_BLOCK - 1) / ROW_BLOCK), down = (d + ROW_BLOCK - 1) / ROW_BLOCK;
+        DS_CHECK(alloc_f(&c->eg, ub, Is + k * Ie));
+        DS_CHECK(alloc_f(&c->eu, ub, Is + k * Ie));
+        c->eq = ds_malloc((size_t)nrows * (qrow_max(d) + qrow_max(mi)) + 1);
+        c->slots = ds_malloc((size_t)(E + 1) * sizeof(*c->slots));
+        c->items = ds_malloc((size_t)(E + 1) * (size_t)(per > down ? per : down) *
+                             sizeof(*c->items));
+        DS_FAIL_IF(!c->eq || !c->slots || !c->items, DS_ERR_NOMEM, "out of memory");
+    }
     DS_CHECK(alloc_f(&c->att, (int64_t)c->nthr * HEAD_BLOCK, n_ctx));
     c->sel = ds_malloc((size_t)(ub * (k > 0 ? k : 1)) * sizeof(int32_t));
-    c->etok = ds_malloc((size_t)ub * sizeof(int32_t));
+    c->etok = ds_malloc((size_t)ub * (size_t)(k > 0 ? k : 1) * sizeof(int32_t));
     DS_FAIL_IF(!c->sel || !c->etok, DS_ERR_NOMEM, "out of memory");
 out:
     if (rc != DS_OK) {
@@ -486,13 +538,58 @@ static void route(const struct ds_model *m, const struct ds_layer *L, float *s, 
     }
 }
 
-/* x (T,d) -> acc (T,d) = shared(x) + sum_j w_j expert_{idx_j}(x) */
+/* Items for rows of matrices w0..w0+nw-1 (N rows each) of every slot with
+ * rows; returns their count. */
+static int64_t make_items(struct ds_ctx *c, int64_t ns, int w0, int nw, bool down)
+{
+    int64_t n = 0;
+    for (int64_t s = 0; s < ns; s++) {
+        int64_t N = down ? c->m->hp.hidden_size : c->slots[s].I;
+        for (int w = w0; w < w0 + nw; w++)
+            for (int64_t r = 0; r < N; r += ROW_BLOCK)
+                c->items[n++] = (struct eitem){(int32_t)s, w, (int32_t)r,
+                                               (int32_t)(N - r < ROW_BLOCK ? N : r + ROW_BLOCK)};
+    }
+    return n;
+}
+
+/* Runs items[0..n) in one parallel region (static split: each row is
+ * computed by one thread, as ds_matmul_scaled computes it). */
+static void run_items(struct ds_ctx *c, int64_t n, double work)
+{
+    const int64_t d = c->m->hp.hidden_size;
+    (void)work;
+    DS_OMP(omp parallel for schedule(static) if (work >= (1 << 15)))
+    for (int64_t i = 0; i < n; i++) {
+        const struct eitem *it = &c->items[i];
+        const struct eslot *sl = &c->slots[it->s];
+        const struct ds_weight *w = it->which == 0 ? sl->gate : it->which == 1 ? sl->up : sl->down;
+        if (it->which < 2)
+            ds_matmul_rows(it->which ? sl->u : sl->g, sl->I, sl->x, d, sl->qx,
+                           ds_weight_mat(w, sl->mat), w->type, ds_weight_scale(w, sl->mat),
+                           w->block, sl->cnt, it->n0, it->n1, d);
+        else
+            ds_matmul_rows(sl->y, d, sl->g, sl->I, sl->qg, ds_weight_mat(w, sl->mat), w->type,
+                           ds_weight_scale(w, sl->mat), w->block, sl->cnt, it->n0, it->n1,
+                           sl->I);
+    }
+}
+
+/* x (T,d) -> acc (T,d) = shared(x) + sum_j w_j expert_{idx_j}(x)
+ * The shared experts and every routed expert that has rows run together:
+ * one parallel pass for all gate and up products, one for all down
+ * products, each activation row quantized once per product input. Routed
+ * outputs are added in expert id order, so every row gets its contributions
+ * in the same order whatever the batch. */
 static void moe(struct ds_ctx *c, const struct ds_layer *L, int64_t l, int64_t T)
 {
     const struct ds_model *m = c->m;
     const struct ds_hparams *hp = &m->hp;
     const int64_t d = hp->hidden_size, E = hp->n_routed_experts, k = hp->n_experts_per_tok,
                   Ie = hp->moe_intermediate_size, G = hp->n_group;
+    int64_t ns = 0, rows = 0, fo = 0, n;
+    size_t qo = 0;
+    double work = 0;
 
     record(c, l, DS_IM_GATE_INP, 0, c->x, d, T);
     wmatmul(c->rs, E, c->x, d, &L->gate_inp, 0, T, E, d);
@@ -500,38 +597,73 @@ static void moe(struct ds_ctx *c, const struct ds_layer *L, int64_t l, int64_t T
     for (int64_t t = 0; t < T; t++)
         route(m, L, c->rs + t * E, c->rb + t * E, c->gs + t * G, c->sel + t * k, c->selw + t * k);
 
-    if (L->gate_sh.data)
-        mlp(c, c->acc, c->x, T, &L->gate_sh, &L->up_sh, &L->down_sh, hp->n_shared_experts * Ie,
-            l, DS_IM_GATE_SH, 0);
-    else
+    if (L->gate_sh.data) {
+        int64_t Is = hp->n_shared_experts * Ie;
+        c->slots[ns++] = (struct eslot){.gate = &L->gate_sh, .up = &L->up_sh,
+                                        .down = &L->down_sh, .I = Is, .cnt = T, .x = c->x,
+                                        .y = c->acc};
+        record(c, l, DS_IM_GATE_SH, 0, c->x, d, T);
+        record(c, l, DS_IM_UP_SH, 0, c->x, d, T);
+    } else {
         memset(c->acc, 0, (size_t)(T * d) * sizeof(float));
-
-    // Experts in id order, each over the rows routed to it; every row gets its
-    // contributions in the same order whatever the batch.
+    }
     for (int64_t e = 0; e < E; e++) {
         int64_t cnt = 0;
         for (int64_t t = 0; t < T; t++)
             for (int64_t j = 0; j < k; j++)
                 if (c->sel[t * k + j] == e) {
-                    c->etok[cnt] = (int32_t)t;
-                    c->ew[cnt] = c->selw[t * k + j];
-                    memcpy(c->xg + cnt * d, c->x + t * d, (size_t)d * sizeof(float));
+                    c->etok[rows + cnt] = (int32_t)t;
+                    c->ew[rows + cnt] = c->selw[t * k + j];
+                    memcpy(c->xg + (rows + cnt) * d, c->x + t * d, (size_t)d * sizeof(float));
                     cnt++;
                 }
         if (!cnt)
             continue;
-        mlp(c, c->yg, c->xg, cnt, &L->gate_exps, &L->up_exps, &L->down_exps, Ie, l,
-            DS_IM_GATE_EXPS, e);
-        for (int64_t i = 0; i < cnt; i++) {
-            float *a = c->acc + (int64_t)c->etok[i] * d;
-            const float *yv = c->yg + i * d, wv = c->ew[i];
+        c->slots[ns++] = (struct eslot){.gate = &L->gate_exps, .up = &L->up_exps,
+                                        .down = &L->down_exps, .mat = e, .I = Ie, .cnt = cnt,
+                                        .x = c->xg + rows * d, .y = c->yg + rows * d,
+                                        .tok = c->etok + rows, .w = c->ew + rows};
+        record(c, l, DS_IM_GATE_EXPS, e, c->xg + rows * d, d, cnt);
+        record(c, l, DS_IM_UP_EXPS, e, c->xg + rows * d, d, cnt);
+        rows += cnt;
+    }
+    // gate and up
+    for (int64_t s = 0; s < ns; s++) {
+        struct eslot *sl = &c->slots[s];
+        sl->g = c->eg + fo;
+        sl->u = c->eu + fo;
+        fo += sl->cnt * sl->I;
+        sl->qx = c->eq + qo;
+        ds_matmul_prepare(sl->qx, sl->x, d, sl->gate->type, sl->cnt, d);
+        qo += (size_t)sl->cnt * ds_matmul_qx_row(sl->gate->type, d);
+        work += 2.0 * (double)(sl->cnt * sl->I * d);
+    }
+    n = make_items(c, ns, 0, 2, false);
+    run_items(c, n, work);
+    // down
+    for (int64_t s = 0; s < ns; s++) {
+        struct eslot *sl = &c->slots[s];
+        ds_silu_mul(sl->g, sl->u, sl->cnt * sl->I);
+        record(c, l, s == 0 && L->gate_sh.data ? DS_IM_DOWN_SH : DS_IM_DOWN_EXPS, sl->mat, sl->g,
+               sl->I, sl->cnt);
+        sl->qg = c->eq + qo;
+        ds_matmul_prepare(sl->qg, sl->g, sl->I, sl->down->type, sl->cnt, sl->I);
+        qo += (size_t)sl->cnt * ds_matmul_qx_row(sl->down->type, sl->I);
+    }
+    n = make_items(c, ns, 2, 1, true);
+    run_items(c, n, work / 2);
+    for (int64_t s = 0; s < ns; s++) {
+        const struct eslot *sl = &c->slots[s];
+        if (sl->y == c->acc)
+            continue;
+        for (int64_t i = 0; i < sl->cnt; i++) {
+            float *a = c->acc + (int64_t)sl->tok[i] * d;
+            const float *yv = sl->y + i * d, wv = sl->w[i];
             for (int64_t j = 0; j < d; j++)
                 a[j] += wv * yv[j];
         }
     }
 }
-
-/* ---- forward ---------------------------------------------------------------------------- */
 
 /* Decoder layer l on the T rows of c->h at positions (cache rows) p0.. */
 static void layer_forward(struct ds_ctx *c, const struct ds_layer *L, int64_t l, int64_t T,

@@ -99,28 +99,34 @@ void ds_row_to_f32_scaled(float *dst, const void *w, enum ds_type wt, const floa
 /* Block-quantized weights: the activations are quantized to the weight
  * type's activation type (q8_0, q8_1 or q8_K) once per row of x, then each output
  * is one quantized dot product, as llama.cpp computes. */
-static void matmul_quant(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w,
-                         enum ds_type wt, int64_t T, int64_t N, int64_t K)
+size_t ds_matmul_qx_row(enum ds_type wt, int64_t K)
 {
-    enum ds_type vt = ds_quant_vec_type(wt);
-    size_t qrow = ds_kernel_row_bytes(vt, K), wrow = ds_kernel_row_bytes(wt, K);
-    unsigned char *qx = malloc((size_t)T * qrow + 1);
-    double work = (double)T * (double)N * (double)K;
-    (void)work;
+    return ds_quant_supported(wt) ? ds_kernel_row_bytes(ds_quant_vec_type(wt), K) : 0;
+}
 
-    if (!qx) { // no memory: compute from dequantized rows instead
-        ds_matmul_ref(y, ldy, x, ldx, w, wt, T, N, K);
+void ds_matmul_prepare(void *qx, const float *x, int64_t ldx, enum ds_type wt, int64_t T,
+                       int64_t K)
+{
+    if (!ds_quant_supported(wt))
         return;
-    }
+    enum ds_type vt = ds_quant_vec_type(wt);
+    size_t qrow = ds_kernel_row_bytes(vt, K);
     for (int64_t t = 0; t < T; t++)
-        ds_quantize_vec(vt, x + t * ldx, qx + (size_t)t * qrow, K);
-    DS_OMP(omp parallel for schedule(static) if (work >= PAR_WORK))
-    for (int64_t n = 0; n < N; n++) {
+        ds_quantize_vec(vt, x + t * ldx, (unsigned char *)qx + (size_t)t * qrow, K);
+}
+
+/* rows n0..n1 of y = qx . w^T, each weight row dotted with all T rows of qx
+ * while it is in cache */
+static void quant_rows(float *y, int64_t ldy, const void *qx, const void *w, enum ds_type wt,
+                       int64_t T, int64_t n0, int64_t n1, int64_t K)
+{
+    size_t qrow = ds_matmul_qx_row(wt, K), wrow = ds_kernel_row_bytes(wt, K);
+    for (int64_t n = n0; n < n1; n++) {
         const void *wr = (const unsigned char *)w + (size_t)n * wrow;
         for (int64_t t = 0; t < T; t++)
-            y[t * ldy + n] = ds_quant_dot(wt, wr, qx + (size_t)t * qrow, K);
+            y[t * ldy + n] =
+                ds_quant_dot(wt, wr, (const unsigned char *)qx + (size_t)t * qrow, K);
     }
-    free(qx);
 }
 
 /* ---- matmul ----------------------------------------------------------------------- */
@@ -244,31 +250,50 @@ void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w
     ds_matmul_scaled(y, ldy, x, ldx, w, wt, NULL, 0, T, N, K);
 }
 
+void ds_matmul_rows(float *y, int64_t ldy, const float *x, int64_t ldx, const void *qx,
+                    const void *w, enum ds_type wt, const float *scale, int64_t block, int64_t T,
+                    int64_t n0, int64_t n1, int64_t K)
+{
+    if (K == 0) {
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t n = n0; n < n1; n++)
+                y[t * ldy + n] = 0.0f;
+        return;
+    }
+    if (ds_quant_supported(wt)) {
+        assert(!scale);
+        quant_rows(y, ldy, qx, w, wt, T, n0, n1, K);
+        return;
+    }
+    for (int64_t b = n0; b < n1; b += MM_NB)
+        mm_block(y, ldy, x, ldx, w, wt, scale, block, T, b, n1 - b < MM_NB ? n1 - b : MM_NB, K);
+}
+
 void ds_matmul_scaled(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w,
                       enum ds_type wt, const float *scale, int64_t block, int64_t T, int64_t N,
                       int64_t K)
 {
     int64_t nblk = (N + MM_NB - 1) / MM_NB;
     double work = (double)T * (double)N * (double)K;
+    unsigned char *qx = NULL;
     (void)work;
 
-    if (K == 0) {
-        for (int64_t t = 0; t < T; t++)
-            memset(y + t * ldy, 0, (size_t)N * sizeof(float));
-        return;
-    }
     assert(!scale || block > 0);
-    if (ds_quant_supported(wt)) {
-        assert(!scale);
-        matmul_quant(y, ldy, x, ldx, w, wt, T, N, K);
-        return;
+    if (ds_quant_supported(wt) && K > 0) {
+        qx = malloc((size_t)T * ds_matmul_qx_row(wt, K) + 1);
+        if (!qx) { // no memory: compute from dequantized rows instead
+            ds_matmul_ref(y, ldy, x, ldx, w, wt, T, N, K);
+            return;
+        }
+        ds_matmul_prepare(qx, x, ldx, wt, T, K);
     }
     DS_OMP(omp parallel for schedule(static) if (work >= PAR_WORK))
     for (int64_t b = 0; b < nblk; b++) {
         int64_t n0 = b * MM_NB;
-        int64_t nb = N - n0 < MM_NB ? N - n0 : MM_NB;
-        mm_block(y, ldy, x, ldx, w, wt, scale, block, T, n0, nb, K);
+        ds_matmul_rows(y, ldy, x, ldx, qx, w, wt, scale, block, T, n0,
+                       N - n0 < MM_NB ? N : n0 + MM_NB, K);
     }
+    free(qx);
 }
 
 static inline float elem_f32(const void *w, enum ds_type t, size_t i)

@@ -69,6 +69,20 @@ void ds_matmul_scaled_ref(float *y, int64_t ldy, const float *x, int64_t ldx, co
                           enum ds_type wt, const float *scale, int64_t block, int64_t T,
                           int64_t N, int64_t K);
 
+/* ds_matmul_scaled in pieces, for callers that run several products in one
+ * parallel region (the experts of a MoE layer): ds_matmul_prepare quantizes
+ * x (T,K) once for a block-quantized wt into qx (T rows of
+ * ds_matmul_qx_row(wt, K) bytes; both are no-ops / 0 for other types), then
+ * ds_matmul_rows computes rows n0 <= n < n1 of y on the calling thread, each
+ * exactly as ds_matmul_scaled does (for float types from x, for block types
+ * from qx), so results do not depend on how rows are split. */
+size_t ds_matmul_qx_row(enum ds_type wt, int64_t K);
+void ds_matmul_prepare(void *qx, const float *x, int64_t ldx, enum ds_type wt, int64_t T,
+                       int64_t K);
+void ds_matmul_rows(float *y, int64_t ldy, const float *x, int64_t ldx, const void *qx,
+                    const void *w, enum ds_type wt, const float *scale, int64_t block, int64_t T,
+                    int64_t n0, int64_t n1, int64_t K);
+
 /* x (T,D) row stride ldx, w (D) -> y (T,D) row stride ldy:
  * y = w * x / sqrt(mean(x^2) + eps). y may be x. */
 void ds_rmsnorm(float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t T,
