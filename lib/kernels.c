@@ -474,12 +474,52 @@ void ds_rope_ref(float *x, int64_t n_vec, int64_t stride, int64_t R, int64_t pos
 
 /* ---- absorbed MLA attention ---------------------------------------------------------- */
 
+#if defined(__GNUC__) && defined(__x86_64__)
+/* 8-float vectors for the AVX2 build of the attention (no FMA: the lanes and
+ * their final sum are those of dot1's two 4-float halves, bit for bit). */
+typedef float v8f __attribute__((vector_size(8 * sizeof(float)), aligned(sizeof(float))));
+#define V8(p) (*(const v8f *)(p))
+#define HAVE_WIDE 1
+
+static inline __attribute__((always_inline)) float dot8(const float *x, const float *w,
+                                                        int64_t kv)
+{
+    v8f a = {0};
+    for (int64_t k = 0; k < kv; k += MM_L)
+        a += V8(x + k) * V8(w + k);
+    return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+}
+
+/* o[0..L) += p * r[0..L) */
+static inline __attribute__((always_inline)) void axpy8(float *o, float p, const float *r,
+                                                        int64_t L)
+{
+    int64_t k = 0;
+    for (; k + 8 <= L; k += 8) {
+        v8f v = V8(o + k) + p * V8(r + k);
+        memcpy(o + k, &v, sizeof(v));
+    }
+    for (; k < L; k++)
+        o[k] += p * r[k];
+}
+#else
+#define HAVE_WIDE 0
+#define dot8 dot1
+static inline void axpy8(float *o, float p, const float *r, int64_t L)
+{
+    for (int64_t k = 0; k < L; k++)
+        o[k] += p * r[k];
+}
+#endif
+
 /* Positions outer, heads inner: each cached row is read once for all H heads
  * (it stays in L1), for the scores and again for the weighted sum. Rows are
- * ldkv bytes apart: float, or q8_0 blocks dequantized into row first. */
-static void attend_rows(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
-                        const unsigned char *kv, size_t ldkv, bool q8, int64_t n, int64_t D,
-                        int64_t L, float scale, float *s, float *row)
+ * ldkv bytes apart: float, or q8_0 blocks dequantized into row first. wide:
+ * 8-float vectors (compiled for AVX2 below), same results. */
+static inline __attribute__((always_inline)) void
+attend_body(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
+            const unsigned char *kv, size_t ldkv, bool q8, int64_t n, int64_t D, int64_t L,
+            float scale, float *s, float *row, bool wide)
 {
     int64_t dv = D - D % MM_L, Dq = (D + 31) / 32 * 32;
     for (int64_t j = 0; j < n; j++) {
@@ -490,7 +530,7 @@ static void attend_rows(float *out, int64_t ldo, const float *q, int64_t ldq, in
         }
         for (int64_t h = 0; h < H; h++) {
             const float *qh = q + h * ldq;
-            float acc = dot1(qh, r, dv);
+            float acc = wide ? dot8(qh, r, dv) : dot1(qh, r, dv);
             for (int64_t k = dv; k < D; k++)
                 acc += qh[k] * r[k];
             s[h * n + j] = acc * scale;
@@ -508,10 +548,40 @@ static void attend_rows(float *out, int64_t ldo, const float *q, int64_t ldq, in
         }
         for (int64_t h = 0; h < H; h++) {
             float p = s[h * n + j], *o = out + h * ldo;
-            for (int64_t k = 0; k < L; k++)
-                o[k] += p * r[k];
+            if (wide) {
+                axpy8(o, p, r, L);
+            } else {
+                for (int64_t k = 0; k < L; k++)
+                    o[k] += p * r[k];
+            }
         }
     }
+}
+
+#if HAVE_WIDE
+__attribute__((target("avx2"))) static void
+attend_avx2(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
+            const unsigned char *kv, size_t ldkv, bool q8, int64_t n, int64_t D, int64_t L,
+            float scale, float *s, float *row)
+{
+    attend_body(out, ldo, q, ldq, H, kv, ldkv, q8, n, D, L, scale, s, row, true);
+}
+#endif
+
+static void attend_rows(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
+                        const unsigned char *kv, size_t ldkv, bool q8, int64_t n, int64_t D,
+                        int64_t L, float scale, float *s, float *row)
+{
+#if HAVE_WIDE
+    static int wide = -1; // AVX2 unless the CPU lacks it or DS_SIMD=scalar caps it
+    if (wide < 0)
+        wide = strcmp(ds_quant_simd(), "scalar") != 0;
+    if (wide) {
+        attend_avx2(out, ldo, q, ldq, H, kv, ldkv, q8, n, D, L, scale, s, row);
+        return;
+    }
+#endif
+    attend_body(out, ldo, q, ldq, H, kv, ldkv, q8, n, D, L, scale, s, row, false);
 }
 
 void ds_mla_attend(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
