@@ -12,6 +12,12 @@
  *   x = RMSNorm(h); h += dense FFN(x) or MoE(x)
  * and logits = W_out RMSNorm(h). A batch of T tokens is processed in chunks
  * of at most UBATCH rows; the cache makes chunks causal with each other.
+ * Cache rows are float, or q8_0 blocks (DS_CACHE_Q8_0) quantized when written.
+ *
+ * With MTP drafting on, the final normed hidden states of the last RING
+ * positions are kept, and the MTP layer (one more decoder layer with its own
+ * cache, after eh_proj over [enorm(embedding); hnorm(hidden)]) follows the
+ * main cache one pair behind; ds_ctx_draft runs the pairs left and the head.
  *
  * With an importance-matrix collector set (ds_ctx_set_imatrix), the input rows
  * of every matrix product go to it (imatrix_impl.h), always outside parallel
