@@ -63,7 +63,7 @@ for t in $TYPES; do
 done
 echo
 echo "Prefill (-T 2): GFLOP/s counts 2 flops per active weight and the attention"
-echo "(2 x heads x (kv_lora + rope + kv_lora) per cached position, 4 layers + 1)."
+echo "(2 x heads x (kv_lora + rope + kv_lora) per cached position, 4 layers)."
 echo
 echo "| type | prompt | ds-run prefill | GFLOP/s |"
 echo "|---|---:|---:|---:|"
@@ -75,7 +75,7 @@ for t in $TYPES; do
             cmd/ds-run -T 2 -m "$f" --tokens "$(ids "$p")" -n 0 --json | field prompt_tokens_per_s >> "$W/pp"
         done
         awk -v t="$t" -v p="$p" -v pp="$(median < "$W/pp")" -v w="$params" \
-            'BEGIN { fl = 2 * w + 5 * 2 * 16 * (512 + 64 + 512) * p / 2
+            'BEGIN { fl = 2 * w + 4 * 2 * 16 * (512 + 64 + 512) * p / 2
                      printf "| %s | %d | %.1f t/s | %.1f |\n", t, p, pp, pp * fl / 1e9 }'
     done
 done
