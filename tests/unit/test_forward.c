@@ -1158,6 +1158,47 @@ TEST(kernel_matmul)
                 }
 }
 
+/* ds_matmul_prepare + ds_matmul_rows over any split of the rows give
+ * ds_matmul_scaled's output bit for bit (float and block types). */
+TEST(kernel_matmul_rows)
+{
+    static const enum ds_type types[] = {DS_TYPE_F32, DS_TYPE_BF16, DS_TYPE_Q8_0, DS_TYPE_Q4_K};
+    const int64_t T = 3, N = 37, K = 512, ldx = K + 5, ldy = N + 1;
+    static const int64_t cuts[] = {0, 5, 6, 32, 37};
+    float *x = malloc((size_t)(T * ldx) * 4), *wf = malloc((size_t)(N * K) * 4);
+    float *y = malloc((size_t)(T * ldy) * 4), *yr = malloc((size_t)(T * ldy) * 4);
+    unsigned char *w = malloc((size_t)(N * K) * 4), *qx = malloc((size_t)T * 4 * (size_t)K);
+    ASSERT(x && wf && y && yr && w && qx);
+    rng_state = 9;
+    fill(x, (size_t)(T * ldx), 1);
+    fill(wf, (size_t)(N * K), 1);
+    for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
+        enum ds_type t = types[ti];
+        size_t row = ds_kernel_row_bytes(t, K);
+        if (t == DS_TYPE_F32 || t == DS_TYPE_BF16) {
+            void *p = weights_of(wf, (size_t)(N * K), t);
+            memcpy(w, p, (size_t)(N * K) * ds_kernel_type_size(t));
+            free(p);
+        } else {
+            for (int64_t n = 0; n < N; n++)
+                ASSERT_OK(ds_quantize_row(t, wf + n * K, w + (size_t)n * row, K, NULL));
+        }
+        for (int64_t i = 0; i < T * ldy; i++)
+            y[i] = yr[i] = 7.0f;
+        ds_matmul_scaled(yr, ldy, x, ldx, w, t, NULL, 0, T, N, K);
+        ds_matmul_prepare(qx, x, ldx, t, T, K);
+        for (int c = 0; c + 1 < 5; c++)
+            ds_matmul_rows(y, ldy, x, ldx, qx, w, t, NULL, 0, T, cuts[c], cuts[c + 1], K);
+        ASSERT_MSG(!memcmp(y, yr, (size_t)(T * ldy) * 4), "type %s", ds_type_name(t));
+    }
+    free(x);
+    free(wf);
+    free(y);
+    free(yr);
+    free(w);
+    free(qx);
+}
+
 /* F8 rows with tile scales: ds_matmul_scaled against its _ref twin, and
  * bit for bit against ds_matmul on the same weights dequantized by
  * ds_fp8_dequant (the F32 GGUF of the same checkpoint). */
@@ -1936,6 +1977,7 @@ int main(void)
         return 1;
     RUN(kernel_matmul);
     RUN(kernel_matmul_scaled);
+    RUN(kernel_matmul_rows);
     RUN(kernel_rmsnorm_softmax_silu);
     RUN(kernel_rope);
     RUN(kernel_mla_attend);
