@@ -130,8 +130,14 @@ $(O)/build/bench/%: bench/%.c $(LIBA)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBA) $(LIBS)
 
-bench: all $(O)/build/bench/gen-checkpoint
+bench: all $(O)/build/bench/gen-checkpoint $(O)/build/bench/membw $(O)/build/bench/mtp \
+       $(O)/build/bench/ctx
 	sh bench/convert.sh
+	sh bench/run.sh
+	bash bench/decode.sh
+	bash bench/kvcache.sh
+	sh bench/mtp.sh
+	sh bench/scaling.sh
 
 # The demo: the tiny FP8 DeepSeek-V3 checkpoint to GGUF, listed, back, and run
 # (random weights: the text is noise, shown as bytes).

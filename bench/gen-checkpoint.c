@@ -2,7 +2,12 @@
  * gen-checkpoint - writes a random DeepSeek-V2-Lite-shaped Hugging Face
  * checkpoint (BF16, or FP8 with 128x128 scales) for the conversion benchmark.
  *
- *   gen-checkpoint [--fp8] [--layers N] DIR TOKENIZER_DIR
+ *   gen-checkpoint [--fp8] [--layers N] [--mtp] [--ctx N] DIR TOKENIZER_DIR
+ *
+ * --mtp adds a DeepSeek-V3 MTP layer (num_nextn_predict_layers 1: layer N, a
+ * MoE layer with enorm, hnorm, eh_proj and shared_head.norm; its embedding and
+ * head are the model's, as SGLang shares them). --ctx sets
+ * max_position_embeddings (default 163840).
  *
  * Shapes: hidden 2048, 16 heads, kv_lora 512, nope 128, rope 64, v 128,
  * 64 routed experts of 1408 + 2 shared, vocab 102400; layer 0 dense
@@ -61,25 +66,37 @@ static void die(const char *what)
 
 int main(int argc, char **argv)
 {
-    bool fp8 = false;
+    bool fp8 = false, mtp = false;
     int layers = 4, a = 1;
+    long ctx = 163840;
     char path[4096], name[160];
     for (; a < argc && argv[a][0] == '-'; a++) {
         if (!strcmp(argv[a], "--fp8"))
             fp8 = true;
+        else if (!strcmp(argv[a], "--mtp"))
+            mtp = true;
         else if (!strcmp(argv[a], "--layers") && a + 1 < argc)
             layers = (int)strtol(argv[++a], NULL, 10);
+        else if (!strcmp(argv[a], "--ctx") && a + 1 < argc)
+            ctx = strtol(argv[++a], NULL, 10);
     }
-    if (argc - a != 2 || layers < 1) {
-        fprintf(stderr, "usage: gen-checkpoint [--fp8] [--layers N] DIR TOKENIZER_DIR\n");
+    if (argc - a != 2 || layers < 1 || ctx < 1) {
+        fprintf(stderr, "usage: gen-checkpoint [--fp8] [--layers N] [--mtp] [--ctx N] DIR "
+                        "TOKENIZER_DIR\n");
         return 2;
     }
     const char *dir = argv[a], *tokdir = argv[a + 1];
     mkdir(dir, 0777);
 
     add("model.embed_tokens.weight", VOCAB, HID);
-    for (int l = 0; l < layers; l++) {
+    for (int l = 0; l < layers + mtp; l++) {
 #define L(s) (snprintf(name, sizeof(name), "model.layers.%d.%s", l, s), name)
+        if (l == layers) {
+            add(L("enorm.weight"), HID, 0);
+            add(L("hnorm.weight"), HID, 0);
+            add(L("eh_proj.weight"), HID, 2 * HID);
+            add(L("shared_head.norm.weight"), HID, 0);
+        }
         add(L("input_layernorm.weight"), HID, 0);
         add(L("self_attn.q_proj.weight"), HEADS * (NOPE + ROPE), HID);
         add(L("self_attn.kv_a_proj_with_mqa.weight"), KVR + ROPE, HID);
@@ -234,10 +251,11 @@ int main(int argc, char **argv)
             "  \"rope_theta\": 10000.0,\n  \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 40.0,\n"
             "    \"original_max_position_embeddings\": 4096, \"beta_fast\": 32, \"beta_slow\": 1,\n"
             "    \"mscale\": 0.707, \"mscale_all_dim\": 0.707},\n"
-            "  \"max_position_embeddings\": 163840,\n  \"tie_word_embeddings\": false,\n"
+            "  \"max_position_embeddings\": %ld,\n  \"num_nextn_predict_layers\": %d,\n"
+            "  \"tie_word_embeddings\": false,\n"
             "  \"bos_token_id\": 0,\n  \"eos_token_id\": 1,\n  \"torch_dtype\": \"bfloat16\"%s\n}\n",
-            VOCAB, HID, DENSEI, MOEI, layers, HEADS, HEADS, NSH, NEXP, KVR, NOPE, ROPE, VD,
-            fp8 ? ",\n  \"quantization_config\": {\"activation_scheme\": \"dynamic\", \"fmt\": \"e4m3\", "
+            VOCAB, HID, DENSEI, MOEI, layers, HEADS, HEADS, NSH, NEXP, KVR, NOPE, ROPE, VD, ctx,
+            (int)mtp, fp8 ? ",\n  \"quantization_config\": {\"activation_scheme\": \"dynamic\", \"fmt\": \"e4m3\", "
                   "\"quant_method\": \"fp8\", \"weight_block_size\": [128, 128]}"
                 : "");
     if (fclose(f))

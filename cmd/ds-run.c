@@ -31,6 +31,8 @@ enum {
     OPT_TOKENS,
     OPT_DUMP_LOGITS,
     OPT_JSON,
+    OPT_MTP,
+    OPT_CACHE_TYPE,
 };
 
 static const struct ds_opt options[] = {
@@ -68,6 +70,11 @@ static const struct ds_opt options[] = {
      false},
     {OPT_JSON, 0, "json", NULL, "print one JSON object (text, token counts, timings) instead",
      NULL, NULL, false},
+    {OPT_CACHE_TYPE, 0, "cache-type", "TYPE",
+     "store the KV cache as f32 or q8_0 (8 bits, 3.8x smaller)", "f32", "f32|q8_0", false},
+    {OPT_MTP, 0, "mtp", NULL,
+     "speculative decoding: draft each next token with the model's MTP layer", NULL, NULL,
+     false},
     {0, 0, NULL, NULL, NULL, NULL, NULL, false},
 };
 
@@ -80,7 +87,8 @@ struct run {
     int n_stops;
     long long n_predict;
     long long n_ctx;
-    bool chat, tokenize, json, seed_set;
+    bool chat, tokenize, json, seed_set, mtp;
+    struct ds_ctx_params cp;
     struct ds_sampler_params sp;
 };
 
@@ -202,6 +210,15 @@ static void dump_logits(const struct run *r, const float *logits, size_t n, int6
         die_lib(&r->c, e);
 }
 
+static int32_t argmax(const float *v, int64_t n)
+{
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (v[i] > v[best])
+            best = i;
+    return (int32_t)best;
+}
+
 /* ---- streaming output with stop strings ------------------------------------------- */
 
 struct out {
@@ -285,7 +302,8 @@ int main(int argc, char **argv)
     const char *arg;
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    float *logits = NULL;
+    float *logits = NULL, *spec = NULL; /* spec: 2 verified rows, 1 draft row */
+    long long n_drafted = 0, n_accepted = 0;
     struct out out = {0};
     double t0, t_load, t_prompt = 0, t_gen = 0;
     long long n_gen = 0;
@@ -332,6 +350,15 @@ int main(int argc, char **argv)
         case OPT_TOKENS: r.tokens_arg = arg; break;
         case OPT_DUMP_LOGITS: r.dump = arg; break;
         case OPT_JSON: r.json = true; break;
+        case OPT_MTP: r.mtp = true; break;
+        case OPT_CACHE_TYPE:
+            if (!strcmp(arg, "f32"))
+                r.cp.cache_type = DS_CACHE_F32;
+            else if (!strcmp(arg, "q8_0"))
+                r.cp.cache_type = DS_CACHE_Q8_0;
+            else
+                ds_cli_usage_error(c, "invalid value '%s' for --cache-type (f32 or q8_0)", arg);
+            break;
         default: break;
         }
     }
@@ -458,13 +485,17 @@ int main(int argc, char **argv)
             return DS_EXIT_FAILURE;
         }
     }
-    if ((e = ds_ctx_new(model, r.n_ctx, &ctx)) != DS_OK)
+    if ((e = ds_ctx_new_ex(model, r.n_ctx, &r.cp, &ctx)) != DS_OK)
+        die_lib(c, e);
+    if (r.mtp && (e = ds_ctx_enable_mtp(ctx)) != DS_OK)
         die_lib(c, e);
     n_vocab = ds_model_n_vocab(model);
     if ((e = ds_sampler_new(&r.sp, (int32_t)n_vocab, &smp)) != DS_OK)
         die_lib(c, e);
     logits = malloc((r.dump ? n_ids : 1) * (size_t)n_vocab * sizeof(float));
-    if (!logits) {
+    if (r.mtp)
+        spec = malloc(3 * (size_t)n_vocab * sizeof(float));
+    if (!logits || (r.mtp && !spec)) {
         ds_cli_error(c, "out of memory for %zu x %lld logits", n_ids, (long long)n_vocab);
         return DS_EXIT_FAILURE;
     }
@@ -486,9 +517,14 @@ int main(int argc, char **argv)
         int32_t eos = ds_tokenizer_eos(tok);
         ds_detok_init(&dt);
         t0 = now_s();
+        /* Each turn emits next, the token the last logits chose. With --mtp
+         * the turn drafts the one after it, runs both, and emits the draft
+         * too when the target's own pick agrees: the same picks in the same
+         * order as plain decoding. */
+        int32_t next = r.n_predict > 0 ? ds_sampler_sample(smp, last) : eos;
         while (n_gen < r.n_predict) {
-            int32_t next = ds_sampler_sample(smp, last);
             long k;
+            bool accepted = false;
             if (next == eos) {
                 stop_reason = "eos";
                 break;
@@ -508,9 +544,47 @@ int main(int argc, char **argv)
                 stop_reason = "ctx";
                 break;
             }
+            if (r.mtp && ds_ctx_pos(ctx) + 2 <= r.n_ctx) {
+                int32_t pair[2] = {next, 0}, t;
+                if ((e = ds_ctx_draft(ctx, next, spec + 2 * n_vocab)) != DS_OK)
+                    die_lib(c, e);
+                pair[1] = argmax(spec + 2 * n_vocab, n_vocab);
+                if ((e = ds_forward(ctx, pair, 2, spec, true)) != DS_OK)
+                    die_lib(c, e);
+                n_drafted++;
+                t = ds_sampler_sample(smp, spec);
+                if (t != pair[1]) {
+                    if ((e = ds_ctx_truncate(ctx, ds_ctx_pos(ctx) - 1)) != DS_OK)
+                        die_lib(c, e);
+                    next = t;
+                    continue;
+                }
+                n_accepted++;
+                accepted = true;
+                next = t;
+            }
+            if (accepted) { /* emit the draft; its successor's logits are there */
+                if (next == eos) {
+                    stop_reason = "eos";
+                    break;
+                }
+                n_gen++;
+                k = ds_detok_push(&dt, tok, next, piece, sizeof(piece));
+                if (k > 0)
+                    out_append(c, &out, piece, (size_t)k);
+                out_flush(&r, &out, false);
+                if (out.stopped) {
+                    stop_reason = "stop";
+                    break;
+                }
+                if (n_gen == r.n_predict)
+                    break;
+                next = ds_sampler_sample(smp, spec + n_vocab);
+                continue;
+            }
             if ((e = ds_forward(ctx, &next, 1, logits, false)) != DS_OK)
                 die_lib(c, e);
-            last = logits;
+            next = ds_sampler_sample(smp, logits);
         }
         t_gen = now_s() - t0;
         {
@@ -541,6 +615,13 @@ int main(int argc, char **argv)
         cJSON_AddNumberToObject(t, "prompt_tokens_per_s", t_prompt > 0 ? n_ids / t_prompt : 0);
         cJSON_AddNumberToObject(t, "generation_tokens_per_s", t_gen > 0 ? n_gen / t_gen : 0);
         cJSON_AddNumberToObject(o, "kv_cache_bytes", (double)ds_ctx_kv_bytes(ctx));
+        if (r.mtp) {
+            cJSON *mo = cJSON_AddObjectToObject(o, "mtp");
+            cJSON_AddNumberToObject(mo, "drafted", (double)n_drafted);
+            cJSON_AddNumberToObject(mo, "accepted", (double)n_accepted);
+            cJSON_AddNumberToObject(mo, "acceptance",
+                                    n_drafted ? (double)n_accepted / (double)n_drafted : 0);
+        }
         s = cJSON_PrintUnformatted(o);
         cJSON_Delete(o);
         if (!s) {
@@ -562,9 +643,13 @@ int main(int argc, char **argv)
                 (unsigned long long)ds_ctx_kv_bytes(ctx),
                 (unsigned long long)ds_ctx_kv_bytes_per_token(ctx),
                 (unsigned long long)r.sp.seed);
+        if (r.mtp)
+            fprintf(stderr, "%s: MTP drafts accepted %lld of %lld (%.1f%%)\n", c->prog,
+                    n_accepted, n_drafted, n_drafted ? 100.0 * n_accepted / n_drafted : 0.0);
     }
     free(out.buf);
     free(logits);
+    free(spec);
     free(ids);
     ds_sampler_free(smp);
     ds_ctx_free(ctx);

@@ -17,8 +17,9 @@
  * routing methods (noaux_tc: sigmoid + bias + top-2-sum group selection;
  * group_limited_greedy: softmax + group max; greedy: softmax top-k); weight
  * normalisation and routed scaling as configured. Activations and
- * accumulation in float32. The MTP layer (nextn) is loaded but not used for
- * the logits.
+ * accumulation in float32. The first MTP layer (nextn), when the file has one,
+ * drafts tokens for speculative decoding (ds_ctx_draft); it never changes the
+ * logits of ds_forward.
  */
 #ifndef DS_MODEL_H
 #define DS_MODEL_H
@@ -61,6 +62,22 @@ struct ds_ctx;
  * DS_ERR_ARG otherwise). Allocates the latent cache:
  * n_layers x n_ctx x (kv_lora_rank + qk_rope_head_dim) floats. */
 ds_err ds_ctx_new(const struct ds_model *m, int64_t n_ctx, struct ds_ctx **out);
+
+/* How the latent cache stores its rows. DS_CACHE_Q8_0: each row
+ * (kv_lora_rank + qk_rope_head_dim values, zero-padded to a multiple of 32)
+ * as ggml q8_0 blocks (32 int8 and one f16 scale: 34 bytes per 32 values,
+ * 3.8x smaller than f32), quantized when the row is written and dequantized
+ * as attention reads it. Its cost on the tiny reference checkpoints is in
+ * bench/README.md. */
+enum ds_cache_type { DS_CACHE_F32 = 0, DS_CACHE_Q8_0 = 1 };
+
+struct ds_ctx_params {
+    enum ds_cache_type cache_type;
+};
+
+/* As ds_ctx_new with params (NULL: defaults, all fields zero). */
+ds_err ds_ctx_new_ex(const struct ds_model *m, int64_t n_ctx, const struct ds_ctx_params *params,
+                     struct ds_ctx **out);
 void ds_ctx_free(struct ds_ctx *c);
 
 int64_t ds_ctx_n_ctx(const struct ds_ctx *c);
@@ -78,6 +95,56 @@ void ds_ctx_reset(struct ds_ctx *c);               /* empties the cache */
  * heads and experts (ds_set_threads). */
 ds_err ds_forward(struct ds_ctx *c, const int32_t *tokens, size_t n, float *logits,
                   bool all_logits);
+
+/* Forgets the tokens from position pos on (0 <= pos <= ds_ctx_pos; DS_ERR_ARG
+ * otherwise): the next ds_forward runs at position pos. Used to drop a
+ * rejected draft; the MTP cache (if any) follows. */
+ds_err ds_ctx_truncate(struct ds_ctx *c, int64_t pos);
+
+/* ---- MTP speculative decoding --------------------------------------------------- */
+
+/*
+ * DeepSeek-V3's multi-token prediction module (the nextn layer, kept by
+ * ds-convert as blk.N.nextn.* beside a full decoder layer blk.N) predicts the
+ * token after next. As vLLM and SGLang run it: for the pair (token t_p, final
+ * hidden state of position p-1 after output_norm, hn_{p-1}),
+ *   z = eh_proj [enorm(embed(t_p)); hnorm(hn_{p-1})]
+ *   z = decoder layer N (MLA with its own latent cache, MoE)
+ *   draft logits = head(RMSNorm(z; shared_head_norm))
+ * with nextn.embed_tokens / nextn.shared_head_head when present, the main
+ * token_embd / output otherwise. The MTP cache follows ds_forward, so drafting
+ * after a forward costs one layer and the head:
+ *
+ *   ds_ctx_enable_mtp(c);                  // on an empty cache
+ *   ds_forward(c, prompt, n, logits, false);
+ *   next = pick(logits);
+ *   loop:
+ *     ds_ctx_draft(c, next, dlogits);  d = argmax(dlogits);
+ *     ds_forward(c, (int32_t[]){next, d}, 2, logits2, true);
+ *     t = pick(logits2[0]);
+ *     if (t == d) { emit next, d; next = pick(logits2[1]); }
+ *     else { ds_ctx_truncate(c, ds_ctx_pos(c) - 1); emit next; next = t; }
+ *
+ * The emitted tokens are those of plain decoding with the same picks (the
+ * verified logits are computed exactly as one-token calls compute them).
+ */
+
+/* MTP layers in the model file (0: no drafting). */
+int64_t ds_model_n_mtp(const struct ds_model *m);
+
+/* Turns on MTP drafting for c: allocates the MTP layer's latent cache (as one
+ * more layer of the cache: ds_ctx_kv_bytes grows) and a small ring of hidden
+ * states. DS_ERR_UNSUPPORTED without an MTP layer, DS_ERR_STATE on a cache
+ * that holds tokens. */
+ds_err ds_ctx_enable_mtp(struct ds_ctx *c);
+
+/* Draft logits (n_vocab floats) for the token after `token`, the token that
+ * comes at position ds_ctx_pos(c) (the one the last forward's logits chose).
+ * The cache of the main layers is unchanged; the MTP cache gets the pair of
+ * token and is reused when the next ds_forward starts with the same token.
+ * DS_ERR_STATE: drafting not enabled, an empty cache, or the hidden states
+ * needed were lost (after truncating more than 64 tokens back). */
+ds_err ds_ctx_draft(struct ds_ctx *c, int32_t token, float *logits);
 
 /* ---- importance matrix ----------------------------------------------------- */
 

@@ -12,6 +12,12 @@
  *   x = RMSNorm(h); h += dense FFN(x) or MoE(x)
  * and logits = W_out RMSNorm(h). A batch of T tokens is processed in chunks
  * of at most UBATCH rows; the cache makes chunks causal with each other.
+ * Cache rows are float, or q8_0 blocks (DS_CACHE_Q8_0) quantized when written.
+ *
+ * With MTP drafting on, the final normed hidden states of the last RING
+ * positions are kept, and the MTP layer (one more decoder layer with its own
+ * cache, after eh_proj over [enorm(embedding); hnorm(hidden)]) follows the
+ * main cache one pair behind; ds_ctx_draft runs the pairs left and the head.
  *
  * With an importance-matrix collector set (ds_ctx_set_imatrix), the input rows
  * of every matrix product go to it (imatrix_impl.h), always outside parallel
@@ -26,6 +32,7 @@
 #endif
 
 #include "ds_model.h"
+#include "ds_quant.h"
 #include "error_impl.h"
 #include "imatrix_impl.h"
 #include "kernels_impl.h"
@@ -34,13 +41,38 @@
 
 #define UBATCH 64   /* tokens per chunk of a batched forward */
 #define HEAD_BLOCK 8 /* heads per attention work item */
+#define RING (2 * UBATCH) /* positions of final hidden states kept for the MTP module */
+#define ROW_BLOCK 32 /* weight rows per work item of the fused expert products */
+
+/* One expert of a MoE layer over the rows routed to it (or the shared
+ * experts over all rows): inputs x (cnt, d), gate and up outputs g, u
+ * (cnt, I), output y (cnt, d); qx, qg their quantized inputs. */
+struct eslot {
+    const struct ds_weight *gate, *up, *down;
+    int64_t mat, I, cnt;
+    const float *x;
+    float *g, *u, *y;
+    unsigned char *qx, *qg;
+    int32_t *tok;   /* (cnt) rows of the batch */
+    float *w;       /* (cnt) their routing weights */
+};
+
+/* Rows n0..n1 of matrix which (0 gate, 1 up, 2 down) of slot s. */
+struct eitem {
+    int32_t s, which, n0, n1;
+};
 
 struct ds_ctx {
     const struct ds_model *m;
     int64_t n_ctx, pos, ub;
     int nthr;           /* threads the attention scratch is sized for */
     int64_t Dc;         /* cache row: kv_lora_rank + rope */
-    float *kv;          /* (n_layers, n_ctx, Dc) */
+    bool q8;            /* cache rows in q8_0 blocks of Dq values */
+    int64_t Dq;         /* Dc rounded up to 32 */
+    size_t kv_row;      /* bytes of a cache row: Dc floats, or Dq / 32 q8_0 blocks */
+    unsigned char *kv;  /* (n_layers, n_ctx) rows */
+    float *kvf;         /* q8: (ub, Dq) rows of a chunk before quantization */
+    float *krow;        /* q8: (nthr, Dq) dequantized rows */
     float *h, *x, *tmp, *acc, *xg, *yg; /* (ub, d) */
     float *qa;          /* (ub, r_q) */
     float *q;           /* (ub, H, nope+rope) */
@@ -52,11 +84,25 @@ struct ds_ctx {
     float *gs;          /* (ub, n_group) */
     int32_t *sel;       /* (ub, k) */
     float *selw;        /* (ub, k) */
-    int32_t *etok;      /* (ub) rows routed to one expert */
-    float *ew;          /* (ub) their routing weights */
+    int32_t *etok;      /* (ub, k) rows routed to each expert, expert after expert */
+    float *ew;          /* (ub, k) their routing weights */
+    float *eg, *eu;     /* (ub, S*I_e + k*I_e) gate and up outputs of all slots */
+    unsigned char *eq;  /* quantized expert inputs (x rows, then g rows) */
+    struct eslot *slots; /* (E + 1) */
+    struct eitem *items; /* work items of one fused pass */
     float *att;         /* (nthr, HEAD_BLOCK, n_ctx) */
     struct ds_imatrix *im; /* borrowed; NULL: no collection */
     struct ds_calib *calib; /* borrowed; NULL: no pruning statistics (prune_impl.h) */
+    /* MTP drafting (ds_ctx_enable_mtp): pair p = (token p, final normed hidden
+     * state of p-1) is row p-1 of the MTP layer's cache; pairs 1..mpos are in it. */
+    bool mtp;
+    int64_t mpos;
+    unsigned char *kv_mtp; /* (n_ctx) rows */
+    float *hn;          /* (RING, d): final normed hidden state of position p at p % RING */
+    int64_t *hn_at;     /* (RING) the position each hn row holds, -1: none */
+    int32_t *tk;        /* (RING): token of position p at p % RING */
+    int64_t *tk_at;     /* (RING) */
+    float *cat;         /* (ub, 2d): [enorm(embedding) | hnorm(hidden)] */
 };
 
 static int max_threads(void)
@@ -81,13 +127,22 @@ void ds_ctx_free(struct ds_ctx *c)
 {
     if (!c)
         return;
-    float *bufs[] = {c->kv, c->h,  c->x,  c->tmp, c->acc, c->xg,   c->yg,
+    float *bufs[] = {c->h,  c->x,  c->tmp, c->acc, c->xg,   c->yg,
                      c->qa, c->q,  c->qcat, c->lat, c->o, c->g,    c->u,
-                     c->rs, c->rb, c->gs, c->selw, c->ew, c->att};
+                     c->rs, c->rb, c->gs, c->selw, c->ew, c->att, c->hn,
+                     c->cat, c->kvf, c->krow, c->eg, c->eu};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
         free(bufs[i]);
+    free(c->kv);
+    free(c->kv_mtp);
     free(c->sel);
     free(c->etok);
+    free(c->eq);
+    free(c->slots);
+    free(c->items);
+    free(c->hn_at);
+    free(c->tk_at);
+    free(c->tk);
     free(c);
 }
 
@@ -100,7 +155,37 @@ static ds_err alloc_f(float **p, int64_t a, int64_t b)
     return *p ? DS_OK : DS_ERR_NOMEM;
 }
 
+/* Bytes of a row of K activations quantized for any block type (the
+ * largest of q8_0, q8_1 and q8_K, K rounded up to their blocks). */
+static size_t qrow_max(int64_t K)
+{
+    const enum ds_type vt[] = {DS_TYPE_Q8_0, DS_TYPE_Q8_1, DS_TYPE_Q8_K};
+    size_t mx = 0;
+    for (size_t i = 0; i < sizeof(vt) / sizeof(vt[0]); i++) {
+        int64_t bs = ds_type_block_size(vt[i]);
+        size_t b = (size_t)((K + bs - 1) / bs) * ds_type_block_bytes(vt[i]);
+        mx = b > mx ? b : mx;
+    }
+    return mx;
+}
+
+/* n_rows cache rows of c->kv_row bytes */
+static ds_err alloc_rows(const struct ds_ctx *c, unsigned char **p, int64_t n_rows)
+{
+    uint64_t n;
+    DS_RETURN_IF(ds_mul_u64((uint64_t)n_rows, c->kv_row, &n) || n > SIZE_MAX / 2, DS_ERR_LIMIT,
+                 "context of %lld tokens is too large", (long long)c->n_ctx);
+    *p = ds_malloc((size_t)(n ? n : 1));
+    return *p ? DS_OK : DS_ERR_NOMEM;
+}
+
 ds_err ds_ctx_new(const struct ds_model *m, int64_t n_ctx, struct ds_ctx **out)
+{
+    return ds_ctx_new_ex(m, n_ctx, NULL, out);
+}
+
+ds_err ds_ctx_new_ex(const struct ds_model *m, int64_t n_ctx, const struct ds_ctx_params *params,
+                     struct ds_ctx **out)
 {
     struct ds_ctx *c;
     const struct ds_hparams *hp;
@@ -110,6 +195,9 @@ ds_err ds_ctx_new(const struct ds_model *m, int64_t n_ctx, struct ds_ctx **out)
 
     DS_RETURN_IF(!out || !m, DS_ERR_ARG, "model or output missing");
     *out = NULL;
+    DS_RETURN_IF(params && params->cache_type != DS_CACHE_F32 &&
+                     params->cache_type != DS_CACHE_Q8_0,
+                 DS_ERR_ARG, "unknown cache type %d", (int)params->cache_type);
     hp = &m->hp;
     DS_RETURN_IF(m->vocab_only, DS_ERR_ARG, "'%s' holds a vocabulary only; it cannot run",
                  m->name);
@@ -127,6 +215,9 @@ ds_err ds_ctx_new(const struct ds_model *m, int64_t n_ctx, struct ds_ctx **out)
     H = hp->n_heads;
     R = hp->kv_lora_rank;
     c->Dc = R + hp->qk_rope_head_dim;
+    c->q8 = params && params->cache_type == DS_CACHE_Q8_0;
+    c->Dq = (c->Dc + 31) / 32 * 32;
+    c->kv_row = c->q8 ? ds_kernel_row_bytes(DS_TYPE_Q8_0, c->Dq) : (size_t)c->Dc * sizeof(float);
     E = hp->n_routed_experts;
     k = hp->n_experts_per_tok;
     ffw = hp->intermediate_size;
@@ -136,13 +227,17 @@ ds_err ds_ctx_new(const struct ds_model *m, int64_t n_ctx, struct ds_ctx **out)
         ffw = hp->moe_intermediate_size * hp->n_shared_experts;
     DS_FAIL_IF(ds_mul_u64((uint64_t)hp->n_layers, (uint64_t)n_ctx, &kvn) || kvn > INT64_MAX / 2,
                DS_ERR_LIMIT, "context of %lld tokens is too large", (long long)n_ctx);
-    DS_CHECK(alloc_f(&c->kv, (int64_t)kvn, c->Dc));
+    DS_CHECK(alloc_rows(c, &c->kv, (int64_t)kvn));
+    if (c->q8) {
+        DS_CHECK(alloc_f(&c->kvf, ub, c->Dq));
+        DS_CHECK(alloc_f(&c->krow, c->nthr, c->Dq));
+    }
     DS_CHECK(alloc_f(&c->h, ub, d));
     DS_CHECK(alloc_f(&c->x, ub, d));
     DS_CHECK(alloc_f(&c->tmp, ub, d));
     DS_CHECK(alloc_f(&c->acc, ub, d));
-    DS_CHECK(alloc_f(&c->xg, ub, d)); // a row picks an expert at most once
-    DS_CHECK(alloc_f(&c->yg, ub, d));
+    DS_CHECK(alloc_f(&c->xg, ub * (k > 0 ? k : 1), d)); // a row picks an expert at most once
+    DS_CHECK(alloc_f(&c->yg, ub * (k > 0 ? k : 1), d));
     DS_CHECK(alloc_f(&c->qa, ub, hp->q_lora_rank > 0 ? hp->q_lora_rank : 1));
     DS_CHECK(alloc_f(&c->q, ub * H, hp->qk_nope_head_dim + hp->qk_rope_head_dim));
     DS_CHECK(alloc_f(&c->qcat, ub * H, c->Dc));
@@ -154,10 +249,22 @@ ds_err ds_ctx_new(const struct ds_model *m, int64_t n_ctx, struct ds_ctx **out)
     DS_CHECK(alloc_f(&c->rb, ub, E > 0 ? E : 1));
     DS_CHECK(alloc_f(&c->gs, ub, hp->n_group > 0 ? hp->n_group : 1));
     DS_CHECK(alloc_f(&c->selw, ub, k > 0 ? k : 1));
-    DS_CHECK(alloc_f(&c->ew, ub, 1));
+    DS_CHECK(alloc_f(&c->ew, ub, k > 0 ? k : 1));
+    if (E > 0) {
+        int64_t Ie = hp->moe_intermediate_size, Is = hp->n_shared_experts * Ie;
+        int64_t mi = Is > Ie ? Is : Ie, nrows = ub * (k + 1);
+        int64_t per = 2 * ((mi + ROW_BLOCK - 1) / ROW_BLOCK), down = (d + ROW_BLOCK - 1) / ROW_BLOCK;
+        DS_CHECK(alloc_f(&c->eg, ub, Is + k * Ie));
+        DS_CHECK(alloc_f(&c->eu, ub, Is + k * Ie));
+        c->eq = ds_malloc((size_t)nrows * (qrow_max(d) + qrow_max(mi)) + 1);
+        c->slots = ds_malloc((size_t)(E + 1) * sizeof(*c->slots));
+        c->items = ds_malloc((size_t)(E + 1) * (size_t)(per > down ? per : down) *
+                             sizeof(*c->items));
+        DS_FAIL_IF(!c->eq || !c->slots || !c->items, DS_ERR_NOMEM, "out of memory");
+    }
     DS_CHECK(alloc_f(&c->att, (int64_t)c->nthr * HEAD_BLOCK, n_ctx));
     c->sel = ds_malloc((size_t)(ub * (k > 0 ? k : 1)) * sizeof(int32_t));
-    c->etok = ds_malloc((size_t)ub * sizeof(int32_t));
+    c->etok = ds_malloc((size_t)ub * (size_t)(k > 0 ? k : 1) * sizeof(int32_t));
     DS_FAIL_IF(!c->sel || !c->etok, DS_ERR_NOMEM, "out of memory");
 out:
     if (rc != DS_OK) {
@@ -185,12 +292,55 @@ uint64_t ds_ctx_kv_bytes(const struct ds_ctx *c)
 
 uint64_t ds_ctx_kv_bytes_per_token(const struct ds_ctx *c)
 {
-    return (uint64_t)c->m->hp.n_layers * (uint64_t)c->Dc * sizeof(float);
+    return (uint64_t)(c->m->hp.n_layers + c->mtp) * (uint64_t)c->kv_row;
 }
 
 void ds_ctx_reset(struct ds_ctx *c)
 {
     c->pos = 0;
+    c->mpos = 0;
+}
+
+ds_err ds_ctx_truncate(struct ds_ctx *c, int64_t pos)
+{
+    DS_RETURN_IF(!c || pos < 0 || pos > c->pos, DS_ERR_ARG,
+                 "cannot truncate the cache to %lld tokens (it holds %lld)", (long long)pos,
+                 c ? (long long)c->pos : 0LL);
+    c->pos = pos;
+    if (c->mpos > pos) // a drafted pair for position pos may stay: ds_forward checks its token
+        c->mpos = pos;
+    return DS_OK;
+}
+
+int64_t ds_model_n_mtp(const struct ds_model *m)
+{
+    return m->n_mtp;
+}
+
+ds_err ds_ctx_enable_mtp(struct ds_ctx *c)
+{
+    const struct ds_model *m;
+    int64_t d;
+    DS_RETURN_IF(!c, DS_ERR_ARG, "no context");
+    m = c->m;
+    d = m->hp.hidden_size;
+    DS_RETURN_IF(m->n_mtp < 1, DS_ERR_UNSUPPORTED, "'%s' has no MTP (nextn) layer", m->name);
+    if (c->mtp)
+        return DS_OK;
+    DS_RETURN_IF(c->pos != 0, DS_ERR_STATE, "MTP drafting must be enabled on an empty cache");
+    DS_TRY(alloc_rows(c, &c->kv_mtp, c->n_ctx));
+    DS_TRY(alloc_f(&c->hn, RING, d));
+    DS_TRY(alloc_f(&c->cat, c->ub, 2 * d));
+    c->hn_at = ds_malloc(RING * sizeof(int64_t));
+    c->tk_at = ds_malloc(RING * sizeof(int64_t));
+    c->tk = ds_malloc(RING * sizeof(int32_t));
+    if (!c->hn_at || !c->tk_at || !c->tk)
+        return DS_ERR_NOMEM;
+    for (int64_t i = 0; i < RING; i++)
+        c->hn_at[i] = c->tk_at[i] = -1;
+    c->mpos = 0;
+    c->mtp = true;
+    return DS_OK;
 }
 
 void ds_ctx_set_imatrix(struct ds_ctx *c, struct ds_imatrix *im)
@@ -208,7 +358,7 @@ void ds_ctx_set_calib(struct ds_ctx *c, struct ds_calib *cal)
 static void record(struct ds_ctx *c, int64_t layer, enum ds_im_slot slot, int64_t mat,
                    const float *x, int64_t ldx, int64_t T)
 {
-    if (c->im)
+    if (c->im && layer < c->m->hp.n_layers) // the MTP layer gets no data
         ds_imatrix_add(c->im, layer, slot, mat, x, ldx, T);
 }
 
@@ -232,8 +382,11 @@ static void attention(struct ds_ctx *c, const struct ds_layer *L, int64_t layer,
                   rope = hp->qk_rope_head_dim, nope = hp->qk_nope_head_dim,
                   dqk = nope + rope, dv = hp->v_head_dim, Dc = c->Dc;
     const float eps = (float)hp->rms_norm_eps;
-    float *kvl = c->kv + (size_t)layer * (size_t)c->n_ctx * (size_t)Dc;
-    float *rows = kvl + (size_t)p0 * (size_t)Dc; // this chunk's cache rows
+    unsigned char *kvl = layer < hp->n_layers
+                             ? c->kv + (size_t)layer * (size_t)c->n_ctx * c->kv_row
+                             : c->kv_mtp;
+    // this chunk's cache rows, in place, or to be quantized into it
+    float *rows = c->q8 ? c->kvf : (float *)(kvl + (size_t)p0 * c->kv_row);
     const int64_t nhb = (H + HEAD_BLOCK - 1) / HEAD_BLOCK;
     int nt = max_threads() < c->nthr ? max_threads() : c->nthr;
     (void)nt;
@@ -257,6 +410,13 @@ static void attention(struct ds_ctx *c, const struct ds_layer *L, int64_t layer,
     ds_rmsnorm(rows, Dc, rows, Dc, L->kv_a_norm, T, R, eps);
     for (int64_t t = 0; t < T; t++)
         ds_rope(rows + t * Dc + R, 1, Dc, rope, p0 + t, m->freqs);
+    if (c->q8) {
+        for (int64_t t = 0; t < T; t++) {
+            memcpy(c->krow, rows + t * Dc, (size_t)Dc * sizeof(float));
+            memset(c->krow + Dc, 0, (size_t)(c->Dq - Dc) * sizeof(float));
+            ds_quantize_vec(DS_TYPE_Q8_0, c->krow, kvl + (size_t)(p0 + t) * c->kv_row, c->Dq);
+        }
+    }
 
     // q_nope[t][h] (nope) -> qcat[t][h][0:R] = k_b[h] (R, nope) . q_nope
     if (c->im)
@@ -278,8 +438,13 @@ static void attention(struct ds_ctx *c, const struct ds_layer *L, int64_t layer,
         int64_t t = w / nhb, h0 = (w % nhb) * HEAD_BLOCK;
         int64_t nh = H - h0 < HEAD_BLOCK ? H - h0 : HEAD_BLOCK;
         float *s = c->att + (size_t)thread_id() * HEAD_BLOCK * (size_t)c->n_ctx;
-        ds_mla_attend(c->lat + (t * H + h0) * R, R, c->qcat + (t * H + h0) * Dc, Dc, nh, kvl, Dc,
-                      p0 + t + 1, Dc, R, m->softmax_scale, s);
+        if (c->q8)
+            ds_mla_attend_q8(c->lat + (t * H + h0) * R, R, c->qcat + (t * H + h0) * Dc, Dc, nh,
+                             kvl, c->kv_row, p0 + t + 1, Dc, R, m->softmax_scale, s,
+                             c->krow + (size_t)thread_id() * c->Dq);
+        else
+            ds_mla_attend(c->lat + (t * H + h0) * R, R, c->qcat + (t * H + h0) * Dc, Dc, nh,
+                          (const float *)kvl, Dc, p0 + t + 1, Dc, R, m->softmax_scale, s);
     }
 
     // lat[t][h] (R) -> o[t][h] = v_b[h] (dv, R) . lat
@@ -386,13 +551,58 @@ static void route(const struct ds_model *m, const struct ds_layer *L, float *s, 
     }
 }
 
-/* x (T,d) -> acc (T,d) = shared(x) + sum_j w_j expert_{idx_j}(x) */
+/* Items for rows of matrices w0..w0+nw-1 (N rows each) of every slot with
+ * rows; returns their count. */
+static int64_t make_items(struct ds_ctx *c, int64_t ns, int w0, int nw, bool down)
+{
+    int64_t n = 0;
+    for (int64_t s = 0; s < ns; s++) {
+        int64_t N = down ? c->m->hp.hidden_size : c->slots[s].I;
+        for (int w = w0; w < w0 + nw; w++)
+            for (int64_t r = 0; r < N; r += ROW_BLOCK)
+                c->items[n++] = (struct eitem){(int32_t)s, w, (int32_t)r,
+                                               (int32_t)(N - r < ROW_BLOCK ? N : r + ROW_BLOCK)};
+    }
+    return n;
+}
+
+/* Runs items[0..n) in one parallel region (static split: each row is
+ * computed by one thread, as ds_matmul_scaled computes it). */
+static void run_items(struct ds_ctx *c, int64_t n, double work)
+{
+    const int64_t d = c->m->hp.hidden_size;
+    (void)work;
+    DS_OMP(omp parallel for schedule(static) if (work >= (1 << 15)))
+    for (int64_t i = 0; i < n; i++) {
+        const struct eitem *it = &c->items[i];
+        const struct eslot *sl = &c->slots[it->s];
+        const struct ds_weight *w = it->which == 0 ? sl->gate : it->which == 1 ? sl->up : sl->down;
+        if (it->which < 2)
+            ds_matmul_rows(it->which ? sl->u : sl->g, sl->I, sl->x, d, sl->qx,
+                           ds_weight_mat(w, sl->mat), w->type, ds_weight_scale(w, sl->mat),
+                           w->block, sl->cnt, it->n0, it->n1, d);
+        else
+            ds_matmul_rows(sl->y, d, sl->g, sl->I, sl->qg, ds_weight_mat(w, sl->mat), w->type,
+                           ds_weight_scale(w, sl->mat), w->block, sl->cnt, it->n0, it->n1,
+                           sl->I);
+    }
+}
+
+/* x (T,d) -> acc (T,d) = shared(x) + sum_j w_j expert_{idx_j}(x)
+ * The shared experts and every routed expert that has rows run together:
+ * one parallel pass for all gate and up products, one for all down
+ * products, each activation row quantized once per product input. Routed
+ * outputs are added in expert id order, so every row gets its contributions
+ * in the same order whatever the batch. */
 static void moe(struct ds_ctx *c, const struct ds_layer *L, int64_t l, int64_t T)
 {
     const struct ds_model *m = c->m;
     const struct ds_hparams *hp = &m->hp;
     const int64_t d = hp->hidden_size, E = hp->n_routed_experts, k = hp->n_experts_per_tok,
                   Ie = hp->moe_intermediate_size, G = hp->n_group;
+    int64_t ns = 0, rows = 0, fo = 0, n;
+    size_t qo = 0;
+    double work = 0;
 
     record(c, l, DS_IM_GATE_INP, 0, c->x, d, T);
     wmatmul(c->rs, E, c->x, d, &L->gate_inp, 0, T, E, d);
@@ -402,35 +612,157 @@ static void moe(struct ds_ctx *c, const struct ds_layer *L, int64_t l, int64_t T
     if (c->calib)
         ds_calib_route(c->calib, l, c->sel, c->selw, T);
 
-    if (L->gate_sh.data)
-        mlp(c, c->acc, c->x, T, &L->gate_sh, &L->up_sh, &L->down_sh, hp->n_shared_experts * Ie,
-            l, DS_IM_GATE_SH, 0);
-    else
+    if (L->gate_sh.data) {
+        int64_t Is = hp->n_shared_experts * Ie;
+        c->slots[ns++] = (struct eslot){.gate = &L->gate_sh, .up = &L->up_sh,
+                                        .down = &L->down_sh, .I = Is, .cnt = T, .x = c->x,
+                                        .y = c->acc};
+        record(c, l, DS_IM_GATE_SH, 0, c->x, d, T);
+        record(c, l, DS_IM_UP_SH, 0, c->x, d, T);
+    } else {
         memset(c->acc, 0, (size_t)(T * d) * sizeof(float));
-
-    // Experts in id order, each over the rows routed to it; every row gets its
-    // contributions in the same order whatever the batch.
+    }
     for (int64_t e = 0; e < E; e++) {
         int64_t cnt = 0;
         for (int64_t t = 0; t < T; t++)
             for (int64_t j = 0; j < k; j++)
                 if (c->sel[t * k + j] == e) {
-                    c->etok[cnt] = (int32_t)t;
-                    c->ew[cnt] = c->selw[t * k + j];
-                    memcpy(c->xg + cnt * d, c->x + t * d, (size_t)d * sizeof(float));
+                    c->etok[rows + cnt] = (int32_t)t;
+                    c->ew[rows + cnt] = c->selw[t * k + j];
+                    memcpy(c->xg + (rows + cnt) * d, c->x + t * d, (size_t)d * sizeof(float));
                     cnt++;
                 }
         if (!cnt)
             continue;
-        mlp(c, c->yg, c->xg, cnt, &L->gate_exps, &L->up_exps, &L->down_exps, Ie, l,
-            DS_IM_GATE_EXPS, e);
-        for (int64_t i = 0; i < cnt; i++) {
-            float *a = c->acc + (int64_t)c->etok[i] * d;
-            const float *yv = c->yg + i * d, wv = c->ew[i];
+        c->slots[ns++] = (struct eslot){.gate = &L->gate_exps, .up = &L->up_exps,
+                                        .down = &L->down_exps, .mat = e, .I = Ie, .cnt = cnt,
+                                        .x = c->xg + rows * d, .y = c->yg + rows * d,
+                                        .tok = c->etok + rows, .w = c->ew + rows};
+        record(c, l, DS_IM_GATE_EXPS, e, c->xg + rows * d, d, cnt);
+        record(c, l, DS_IM_UP_EXPS, e, c->xg + rows * d, d, cnt);
+        rows += cnt;
+    }
+    // gate and up
+    for (int64_t s = 0; s < ns; s++) {
+        struct eslot *sl = &c->slots[s];
+        sl->g = c->eg + fo;
+        sl->u = c->eu + fo;
+        fo += sl->cnt * sl->I;
+        sl->qx = c->eq + qo;
+        ds_matmul_prepare(sl->qx, sl->x, d, sl->gate->type, sl->cnt, d);
+        qo += (size_t)sl->cnt * ds_matmul_qx_row(sl->gate->type, d);
+        work += 2.0 * (double)(sl->cnt * sl->I * d);
+    }
+    n = make_items(c, ns, 0, 2, false);
+    run_items(c, n, work);
+    // down
+    for (int64_t s = 0; s < ns; s++) {
+        struct eslot *sl = &c->slots[s];
+        ds_silu_mul(sl->g, sl->u, sl->cnt * sl->I);
+        record(c, l, s == 0 && L->gate_sh.data ? DS_IM_DOWN_SH : DS_IM_DOWN_EXPS, sl->mat, sl->g,
+               sl->I, sl->cnt);
+        sl->qg = c->eq + qo;
+        ds_matmul_prepare(sl->qg, sl->g, sl->I, sl->down->type, sl->cnt, sl->I);
+        qo += (size_t)sl->cnt * ds_matmul_qx_row(sl->down->type, sl->I);
+    }
+    n = make_items(c, ns, 2, 1, true);
+    run_items(c, n, work / 2);
+    for (int64_t s = 0; s < ns; s++) {
+        const struct eslot *sl = &c->slots[s];
+        if (sl->y == c->acc)
+            continue;
+        for (int64_t i = 0; i < sl->cnt; i++) {
+            float *a = c->acc + (int64_t)sl->tok[i] * d;
+            const float *yv = sl->y + i * d, wv = sl->w[i];
             for (int64_t j = 0; j < d; j++)
                 a[j] += wv * yv[j];
         }
     }
+}
+
+/* Decoder layer l on the T rows of c->h at positions (cache rows) p0.. */
+static void layer_forward(struct ds_ctx *c, const struct ds_layer *L, int64_t l, int64_t T,
+                          int64_t p0)
+{
+    const struct ds_hparams *hp = &c->m->hp;
+    const int64_t d = hp->hidden_size;
+
+    attention(c, L, l, T, p0);
+    ds_rmsnorm(c->x, d, c->h, d, L->ffn_norm, T, d, (float)hp->rms_norm_eps);
+    if (L->moe) {
+        moe(c, L, l, T);
+        for (int64_t i = 0; i < T * d; i++)
+            c->h[i] += c->acc[i];
+    } else {
+        mlp(c, c->tmp, c->x, T, &L->ffn_gate, &L->ffn_up, &L->ffn_down, hp->intermediate_size,
+            l, DS_IM_GATE, 0);
+        for (int64_t i = 0; i < T * d; i++)
+            c->h[i] += c->tmp[i];
+    }
+}
+
+/* ---- MTP (nextn) module ------------------------------------------------------------ */
+
+/* Whether pairs p1 .. p1+n-1 have their tokens and hidden states in the rings. */
+static bool mtp_have(const struct ds_ctx *c, int64_t p1, int64_t n)
+{
+    for (int64_t p = p1; p < p1 + n; p++)
+        if (p < 1 || c->tk_at[p % RING] != p || c->hn_at[(p - 1) % RING] != p - 1)
+            return false;
+    return true;
+}
+
+/* The MTP layer on pairs p1 .. p1+n-1 (n <= ub; mtp_have), into its cache rows
+ * p1-1..; logits: NULL or (V) of the last pair (DeepSeek-V3 section 2.2, as
+ * vLLM and SGLang run it):
+ *   z = eh_proj [enorm(embed(t_p)); hnorm(hn_{p-1})];  z = block(z);
+ *   logits = head RMSNorm(z; shared_head_norm). */
+static void mtp_run(struct ds_ctx *c, int64_t p1, int64_t n, float *logits)
+{
+    const struct ds_model *m = c->m;
+    const struct ds_hparams *hp = &m->hp;
+    const struct ds_layer *L = &m->layers[hp->n_layers];
+    const struct ds_weight *emb = L->nextn_embd.data ? &L->nextn_embd : &m->tok_embd;
+    const struct ds_weight *head = L->shared_head_head.data ? &L->shared_head_head : &m->output;
+    const int64_t d = hp->hidden_size;
+    const float eps = (float)hp->rms_norm_eps;
+
+    assert(n >= 1 && n <= c->ub && mtp_have(c, p1, n));
+    for (int64_t i = 0; i < n; i++) {
+        int64_t p = p1 + i;
+        ds_row_to_f32_scaled(c->x + i * d, emb->data, emb->type, emb->scale, emb->block,
+                             c->tk[p % RING], d);
+        ds_rmsnorm(c->cat + i * 2 * d, 2 * d, c->x + i * d, d, L->enorm, 1, d, eps);
+        ds_rmsnorm(c->cat + i * 2 * d + d, 2 * d, c->hn + ((p - 1) % RING) * d, d, L->hnorm, 1,
+                   d, eps);
+    }
+    wmatmul(c->h, d, c->cat, 2 * d, &L->eh_proj, 0, n, d, 2 * d);
+    layer_forward(c, L, hp->n_layers, n, p1 - 1);
+    c->mpos = p1 + n - 1;
+    if (logits) {
+        ds_rmsnorm(c->x, d, c->h + (n - 1) * d, d, L->shared_head_norm, 1, d, eps);
+        wmatmul(logits, m->n_vocab, c->x, d, head, 0, 1, m->n_vocab, d);
+    }
+}
+
+ds_err ds_ctx_draft(struct ds_ctx *c, int32_t token, float *logits)
+{
+    int64_t p1;
+    DS_RETURN_IF(!c || !logits, DS_ERR_ARG, "context or logits missing");
+    DS_RETURN_IF(!c->mtp, DS_ERR_STATE, "MTP drafting is not enabled on this context");
+    DS_RETURN_IF(token < 0 || token >= c->m->n_vocab, DS_ERR_ARG,
+                 "token id %d is out of range (the vocabulary has %lld)", (int)token,
+                 (long long)c->m->n_vocab);
+    DS_RETURN_IF(c->pos < 1, DS_ERR_STATE, "MTP drafting needs at least one token in the cache");
+    if (c->mpos >= c->pos) // an earlier draft at this position: redo it
+        c->mpos = c->pos - 1;
+    p1 = c->mpos + 1;
+    DS_RETURN_IF(c->pos - p1 + 1 > c->ub || !mtp_have(c, p1, c->pos - p1), DS_ERR_STATE,
+                 "the MTP cache lost track of the hidden states (truncated too far back)");
+    c->tk[c->pos % RING] = token;
+    c->tk_at[c->pos % RING] = c->pos;
+    mtp_run(c, p1, c->pos - p1 + 1, logits);
+    return DS_OK;
 }
 
 /* ---- forward ---------------------------------------------------------------------------- */
@@ -448,21 +780,9 @@ static void forward_chunk(struct ds_ctx *c, const int32_t *tokens, int64_t T, in
         ds_row_to_f32_scaled(c->h + t * d, m->tok_embd.data, m->tok_embd.type, m->tok_embd.scale,
                              m->tok_embd.block, tokens[t], d);
     for (int64_t l = 0; l < hp->n_layers; l++) {
-        const struct ds_layer *L = &m->layers[l];
         if (c->calib)
             ds_calib_layer_in(c->calib, l, c->h, T);
-        attention(c, L, l, T, p0);
-        ds_rmsnorm(c->x, d, c->h, d, L->ffn_norm, T, d, eps);
-        if (L->moe) {
-            moe(c, L, l, T);
-            for (int64_t i = 0; i < T * d; i++)
-                c->h[i] += c->acc[i];
-        } else {
-            mlp(c, c->tmp, c->x, T, &L->ffn_gate, &L->ffn_up, &L->ffn_down,
-                hp->intermediate_size, l, DS_IM_GATE, 0);
-            for (int64_t i = 0; i < T * d; i++)
-                c->h[i] += c->tmp[i];
-        }
+        layer_forward(c, &m->layers[l], l, T, p0);
         if (c->calib)
             ds_calib_layer_out(c->calib, l, c->h, T);
     }
@@ -470,14 +790,35 @@ static void forward_chunk(struct ds_ctx *c, const int32_t *tokens, int64_t T, in
         ds_rmsnorm(c->x, d, c->h, d, m->output_norm, T, d, eps);
         record(c, DS_IM_OUTPUT, 0, 0, c->x, d, T);
     }
-    if (!logits)
-        return;
-    if (all) {
-        ds_rmsnorm(c->x, d, c->h, d, m->output_norm, T, d, eps);
-        wmatmul(logits, V, c->x, d, &m->output, 0, T, V, d);
-    } else {
-        ds_rmsnorm(c->x, d, c->h + (T - 1) * d, d, m->output_norm, 1, d, eps);
-        wmatmul(logits, V, c->x, d, &m->output, 0, 1, V, d);
+    if (c->mtp) {
+        // a pair drafted for p0 with another token is stale
+        if (p0 >= 1 && c->mpos >= p0 &&
+            (c->tk_at[p0 % RING] != p0 || c->tk[p0 % RING] != tokens[0]))
+            c->mpos = p0 - 1;
+        for (int64_t t = 0; t < T; t++) {
+            int64_t p = p0 + t;
+            ds_rmsnorm(c->hn + (p % RING) * d, d, c->h + t * d, d, m->output_norm, 1, d, eps);
+            c->hn_at[p % RING] = p;
+            c->tk[p % RING] = tokens[t];
+            c->tk_at[p % RING] = p;
+        }
+    }
+    if (logits) {
+        if (all) {
+            ds_rmsnorm(c->x, d, c->h, d, m->output_norm, T, d, eps);
+            wmatmul(logits, V, c->x, d, &m->output, 0, T, V, d);
+        } else {
+            ds_rmsnorm(c->x, d, c->h + (T - 1) * d, d, m->output_norm, 1, d, eps);
+            wmatmul(logits, V, c->x, d, &m->output, 0, 1, V, d);
+        }
+    }
+    // The MTP cache follows up to the pair of the last token but one; the
+    // last pair and the next one are run by ds_ctx_draft, so that a rejected
+    // draft costs no MTP work. (Pairs it cannot build are left to it to report.)
+    if (c->mtp && p0 + T - 2 > c->mpos) {
+        int64_t p1 = c->mpos + 1, n = p0 + T - 2 - c->mpos;
+        if (n <= c->ub && mtp_have(c, p1, n))
+            mtp_run(c, p1, n, NULL);
     }
 }
 

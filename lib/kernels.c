@@ -3,6 +3,7 @@
  */
 #include <assert.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -232,28 +233,34 @@ void ds_row_to_f32_scaled(float *dst, const void *w, enum ds_type wt, const floa
 /* Block-quantized weights: the activations are quantized to the weight
  * type's activation type (q8_0, q8_1 or q8_K) once per row of x, then each output
  * is one quantized dot product, as llama.cpp computes. */
-static void matmul_quant(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w,
-                         enum ds_type wt, int64_t T, int64_t N, int64_t K)
+size_t ds_matmul_qx_row(enum ds_type wt, int64_t K)
 {
-    enum ds_type vt = ds_quant_vec_type(wt);
-    size_t qrow = ds_kernel_row_bytes(vt, K), wrow = ds_kernel_row_bytes(wt, K);
-    unsigned char *qx = malloc((size_t)T * qrow + 1);
-    double work = (double)T * (double)N * (double)K;
-    (void)work;
+    return ds_quant_supported(wt) ? ds_kernel_row_bytes(ds_quant_vec_type(wt), K) : 0;
+}
 
-    if (!qx) { // no memory: compute from dequantized rows instead
-        ds_matmul_ref(y, ldy, x, ldx, w, wt, T, N, K);
+void ds_matmul_prepare(void *qx, const float *x, int64_t ldx, enum ds_type wt, int64_t T,
+                       int64_t K)
+{
+    if (!ds_quant_supported(wt))
         return;
-    }
+    enum ds_type vt = ds_quant_vec_type(wt);
+    size_t qrow = ds_kernel_row_bytes(vt, K);
     for (int64_t t = 0; t < T; t++)
-        ds_quantize_vec(vt, x + t * ldx, qx + (size_t)t * qrow, K);
-    DS_OMP(omp parallel for schedule(static) if (work >= PAR_WORK))
-    for (int64_t n = 0; n < N; n++) {
+        ds_quantize_vec(vt, x + t * ldx, (unsigned char *)qx + (size_t)t * qrow, K);
+}
+
+/* rows n0..n1 of y = qx . w^T, each weight row dotted with all T rows of qx
+ * while it is in cache */
+static void quant_rows(float *y, int64_t ldy, const void *qx, const void *w, enum ds_type wt,
+                       int64_t T, int64_t n0, int64_t n1, int64_t K)
+{
+    size_t qrow = ds_matmul_qx_row(wt, K), wrow = ds_kernel_row_bytes(wt, K);
+    for (int64_t n = n0; n < n1; n++) {
         const void *wr = (const unsigned char *)w + (size_t)n * wrow;
         for (int64_t t = 0; t < T; t++)
-            y[t * ldy + n] = ds_quant_dot(wt, wr, qx + (size_t)t * qrow, K);
+            y[t * ldy + n] =
+                ds_quant_dot(wt, wr, (const unsigned char *)qx + (size_t)t * qrow, K);
     }
-    free(qx);
 }
 
 /* ---- matmul ----------------------------------------------------------------------- */
@@ -380,31 +387,50 @@ void ds_matmul(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w
     ds_matmul_scaled(y, ldy, x, ldx, w, wt, NULL, 0, T, N, K);
 }
 
+void ds_matmul_rows(float *y, int64_t ldy, const float *x, int64_t ldx, const void *qx,
+                    const void *w, enum ds_type wt, const float *scale, int64_t block, int64_t T,
+                    int64_t n0, int64_t n1, int64_t K)
+{
+    if (K == 0) {
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t n = n0; n < n1; n++)
+                y[t * ldy + n] = 0.0f;
+        return;
+    }
+    if (ds_quant_supported(wt)) {
+        assert(!scale);
+        quant_rows(y, ldy, qx, w, wt, T, n0, n1, K);
+        return;
+    }
+    for (int64_t b = n0; b < n1; b += MM_NB)
+        mm_block(y, ldy, x, ldx, w, wt, scale, block, T, b, n1 - b < MM_NB ? n1 - b : MM_NB, K);
+}
+
 void ds_matmul_scaled(float *y, int64_t ldy, const float *x, int64_t ldx, const void *w,
                       enum ds_type wt, const float *scale, int64_t block, int64_t T, int64_t N,
                       int64_t K)
 {
     int64_t nblk = (N + MM_NB - 1) / MM_NB;
     double work = (double)T * (double)N * (double)K;
+    unsigned char *qx = NULL;
     (void)work;
 
-    if (K == 0) {
-        for (int64_t t = 0; t < T; t++)
-            memset(y + t * ldy, 0, (size_t)N * sizeof(float));
-        return;
-    }
     assert(!scale || block > 0);
-    if (ds_quant_supported(wt)) {
-        assert(!scale);
-        matmul_quant(y, ldy, x, ldx, w, wt, T, N, K);
-        return;
+    if (ds_quant_supported(wt) && K > 0) {
+        qx = malloc((size_t)T * ds_matmul_qx_row(wt, K) + 1);
+        if (!qx) { // no memory: compute from dequantized rows instead
+            ds_matmul_ref(y, ldy, x, ldx, w, wt, T, N, K);
+            return;
+        }
+        ds_matmul_prepare(qx, x, ldx, wt, T, K);
     }
     DS_OMP(omp parallel for schedule(static) if (work >= PAR_WORK))
     for (int64_t b = 0; b < nblk; b++) {
         int64_t n0 = b * MM_NB;
-        int64_t nb = N - n0 < MM_NB ? N - n0 : MM_NB;
-        mm_block(y, ldy, x, ldx, w, wt, scale, block, T, n0, nb, K);
+        ds_matmul_rows(y, ldy, x, ldx, qx, w, wt, scale, block, T, n0,
+                       N - n0 < MM_NB ? N : n0 + MM_NB, K);
     }
+    free(qx);
 }
 
 static inline float elem_f32(const void *w, enum ds_type t, size_t i)
@@ -585,20 +611,65 @@ void ds_rope_ref(float *x, int64_t n_vec, int64_t stride, int64_t R, int64_t pos
 
 /* ---- absorbed MLA attention ---------------------------------------------------------- */
 
-/* Positions outer, heads inner: each cached row is read once for all H heads
- * (it stays in L1), for the scores and again for the weighted sum. */
-void ds_mla_attend(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
-                   const float *kv, int64_t ldkv, int64_t n, int64_t D, int64_t L, float scale,
-                   float *s)
+#if defined(__GNUC__) && defined(__x86_64__)
+/* 8-float vectors for the AVX2 build of the attention (no FMA: the lanes and
+ * their final sum are those of dot1's two 4-float halves, bit for bit). */
+typedef float v8f __attribute__((vector_size(8 * sizeof(float)), aligned(sizeof(float))));
+#define V8(p) (*(const v8f *)(p))
+#define HAVE_WIDE 1
+
+static inline __attribute__((always_inline)) float dot8(const float *x, const float *w,
+                                                        int64_t kv)
 {
-    int64_t dv = D - D % MM_L;
+    v8f a = {0};
+    for (int64_t k = 0; k < kv; k += MM_L)
+        a += V8(x + k) * V8(w + k);
+    return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+}
+
+/* o[0..L) += p * r[0..L) */
+static inline __attribute__((always_inline)) void axpy8(float *o, float p, const float *r,
+                                                        int64_t L)
+{
+    int64_t k = 0;
+    for (; k + 8 <= L; k += 8) {
+        v8f v = V8(o + k) + p * V8(r + k);
+        memcpy(o + k, &v, sizeof(v));
+    }
+    for (; k < L; k++)
+        o[k] += p * r[k];
+}
+#else
+#define HAVE_WIDE 0
+#define dot8 dot1
+static inline void axpy8(float *o, float p, const float *r, int64_t L)
+{
+    for (int64_t k = 0; k < L; k++)
+        o[k] += p * r[k];
+}
+#endif
+
+/* Positions outer, heads inner: each cached row is read once for all H heads
+ * (it stays in L1), for the scores and again for the weighted sum. Rows are
+ * ldkv bytes apart: float, or q8_0 blocks dequantized into row first. wide:
+ * 8-float vectors (compiled for AVX2 below), same results. */
+static inline __attribute__((always_inline)) void
+attend_body(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
+            const unsigned char *kv, size_t ldkv, bool q8, int64_t n, int64_t D, int64_t L,
+            float scale, float *s, float *row, bool wide)
+{
+    int64_t dv = D - D % MM_L, Dq = (D + 31) / 32 * 32;
     for (int64_t j = 0; j < n; j++) {
-        const float *row = kv + j * ldkv;
+        const float *r = (const float *)(kv + (size_t)j * ldkv);
+        if (q8) {
+            ds_dequantize_row(DS_TYPE_Q8_0, kv + (size_t)j * ldkv, row, Dq);
+            r = row;
+        }
         for (int64_t h = 0; h < H; h++) {
             const float *qh = q + h * ldq;
-            float acc = dot1(qh, row, dv);
+            float acc = wide ? dot8(qh, r, dv) : dot1(qh, r, dv);
             for (int64_t k = dv; k < D; k++)
-                acc += qh[k] * row[k];
+                acc += qh[k] * r[k];
             s[h * n + j] = acc * scale;
         }
     }
@@ -607,13 +678,78 @@ void ds_mla_attend(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t
         memset(out + h * ldo, 0, (size_t)L * sizeof(float));
     }
     for (int64_t j = 0; j < n; j++) {
-        const float *row = kv + j * ldkv;
+        const float *r = (const float *)(kv + (size_t)j * ldkv);
+        if (q8) {
+            ds_dequantize_row(DS_TYPE_Q8_0, kv + (size_t)j * ldkv, row, (L + 31) / 32 * 32);
+            r = row;
+        }
         for (int64_t h = 0; h < H; h++) {
             float p = s[h * n + j], *o = out + h * ldo;
-            for (int64_t k = 0; k < L; k++)
-                o[k] += p * row[k];
+            if (wide) {
+                axpy8(o, p, r, L);
+            } else {
+                for (int64_t k = 0; k < L; k++)
+                    o[k] += p * r[k];
+            }
         }
     }
+}
+
+#if HAVE_WIDE
+__attribute__((target("avx2"))) static void
+attend_avx2(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
+            const unsigned char *kv, size_t ldkv, bool q8, int64_t n, int64_t D, int64_t L,
+            float scale, float *s, float *row)
+{
+    attend_body(out, ldo, q, ldq, H, kv, ldkv, q8, n, D, L, scale, s, row, true);
+}
+#endif
+
+static void attend_rows(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
+                        const unsigned char *kv, size_t ldkv, bool q8, int64_t n, int64_t D,
+                        int64_t L, float scale, float *s, float *row)
+{
+#if HAVE_WIDE
+    static int wide = -1; // AVX2 unless the CPU lacks it or DS_SIMD=scalar caps it
+    if (wide < 0)
+        wide = strcmp(ds_quant_simd(), "scalar") != 0;
+    if (wide) {
+        attend_avx2(out, ldo, q, ldq, H, kv, ldkv, q8, n, D, L, scale, s, row);
+        return;
+    }
+#endif
+    attend_body(out, ldo, q, ldq, H, kv, ldkv, q8, n, D, L, scale, s, row, false);
+}
+
+void ds_mla_attend(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
+                   const float *kv, int64_t ldkv, int64_t n, int64_t D, int64_t L, float scale,
+                   float *s)
+{
+    attend_rows(out, ldo, q, ldq, H, (const unsigned char *)kv, (size_t)ldkv * sizeof(float),
+                false, n, D, L, scale, s, NULL);
+}
+
+void ds_mla_attend_q8(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
+                      const void *kv, size_t ldkv, int64_t n, int64_t D, int64_t L, float scale,
+                      float *s, float *row)
+{
+    attend_rows(out, ldo, q, ldq, H, kv, ldkv, true, n, D, L, scale, s, row);
+}
+
+void ds_mla_attend_q8_ref(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
+                          const void *kv, size_t ldkv, int64_t n, int64_t D, int64_t L,
+                          float scale, float *s, float *row)
+{
+    int64_t Dq = (D + 31) / 32 * 32;
+    float *f = malloc((size_t)(n > 0 ? n : 1) * (size_t)Dq * sizeof(float));
+    (void)row;
+    if (!f)
+        return;
+    for (int64_t j = 0; j < n; j++)
+        ds_dequantize_row_ref(DS_TYPE_Q8_0, (const unsigned char *)kv + (size_t)j * ldkv,
+                              f + j * Dq, Dq);
+    ds_mla_attend_ref(out, ldo, q, ldq, H, f, Dq, n, D, L, scale, s);
+    free(f);
 }
 
 void ds_mla_attend_ref(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,

@@ -69,6 +69,20 @@ void ds_matmul_scaled_ref(float *y, int64_t ldy, const float *x, int64_t ldx, co
                           enum ds_type wt, const float *scale, int64_t block, int64_t T,
                           int64_t N, int64_t K);
 
+/* ds_matmul_scaled in pieces, for callers that run several products in one
+ * parallel region (the experts of a MoE layer): ds_matmul_prepare quantizes
+ * x (T,K) once for a block-quantized wt into qx (T rows of
+ * ds_matmul_qx_row(wt, K) bytes; both are no-ops / 0 for other types), then
+ * ds_matmul_rows computes rows n0 <= n < n1 of y on the calling thread, each
+ * exactly as ds_matmul_scaled does (for float types from x, for block types
+ * from qx), so results do not depend on how rows are split. */
+size_t ds_matmul_qx_row(enum ds_type wt, int64_t K);
+void ds_matmul_prepare(void *qx, const float *x, int64_t ldx, enum ds_type wt, int64_t T,
+                       int64_t K);
+void ds_matmul_rows(float *y, int64_t ldy, const float *x, int64_t ldx, const void *qx,
+                    const void *w, enum ds_type wt, const float *scale, int64_t block, int64_t T,
+                    int64_t n0, int64_t n1, int64_t K);
+
 /* x (T,D) row stride ldx, w (D) -> y (T,D) row stride ldy:
  * y = w * x / sqrt(mean(x^2) + eps). y may be x. */
 void ds_rmsnorm(float *y, int64_t ldy, const float *x, int64_t ldx, const float *w, int64_t T,
@@ -106,5 +120,16 @@ void ds_mla_attend(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t
 void ds_mla_attend_ref(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
                        const float *kv, int64_t ldkv, int64_t n, int64_t D, int64_t L,
                        float scale, float *s);
+
+/* As ds_mla_attend over a cache in 8 bits: row j at kv + j * ldkv (bytes)
+ * holds its first D values (zero-padded to a multiple of 32, L <= D) as
+ * ceil(D/32) q8_0 blocks, dequantized into row (ceil(D/32) * 32 floats of
+ * scratch) as they are read. */
+void ds_mla_attend_q8(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
+                      const void *kv, size_t ldkv, int64_t n, int64_t D, int64_t L, float scale,
+                      float *s, float *row);
+void ds_mla_attend_q8_ref(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
+                          const void *kv, size_t ldkv, int64_t n, int64_t D, int64_t L,
+                          float scale, float *s, float *row);
 
 #endif

@@ -18,6 +18,8 @@ complete -c ds-run -l tokenize -d "print the token ids of the prompt, one per li
 complete -c ds-run -l tokens -r -f -d "use these comma-separated token ids as the prompt"
 complete -c ds-run -l dump-logits -r -F -d "write the logits at every prompt position: float32 LE [n_tokens][n_vocab]"
 complete -c ds-run -l json -d "print one JSON object (text, token counts, timings) instead"
+complete -c ds-run -l cache-type -r -f -a "f32 q8_0" -d "store the KV cache as f32 or q8_0 (8 bits, 3.8x smaller)"
+complete -c ds-run -l mtp -d "speculative decoding: draft each next token with the model's MTP layer"
 complete -c ds-run -s T -l threads -r -f -d "use N threads (0 = all cores, or OMP_NUM_THREADS)"
 complete -c ds-run -l progress -d "show progress even when stderr is not a terminal"
 complete -c ds-run -l no-progress -d "never show progress"

@@ -184,3 +184,51 @@ model() {
     run -0 ds ds-run -m "$(model v3 f32)" --tokens "$tok" --dump-logits b.f32
     cmp a.f32 b.f32
 }
+
+@test "ds-run --mtp (MTP speculative decoding) writes what plain decoding writes" {
+    local g p plain spec
+    for ty in f32 bf16; do
+        g=$(model v3 "$ty")
+        for p in "Hello world" "The quick brown fox" "1 2 3 4 5" "Once upon a time, there was"; do
+            plain=$(ds ds-run -m "$g" -p "$p" -n 32 --temp 0 | od -An -tx1)
+            spec=$(ds ds-run -m "$g" -p "$p" -n 32 --temp 0 --mtp | od -An -tx1)
+            [ "$plain" = "$spec" ]
+        done
+        # sampling: the same seed gives the same text
+        plain=$(ds ds-run -m "$g" -p "Hello" -n 32 --seed 7 --temp 1.5 | od -An -tx1)
+        spec=$(ds ds-run -m "$g" -p "Hello" -n 32 --seed 7 --temp 1.5 --mtp | od -An -tx1)
+        [ "$plain" = "$spec" ]
+    done
+    run -0 ds ds-run -m "$(model v3 bf16)" -p "Hello world" -n 32 --temp 0 --mtp --json
+    [[ $output == *'"generated_tokens":32'* ]]
+    [[ $output == *'"mtp":{"drafted":'*',"accepted":'*',"acceptance":'* ]]
+    run -0 --separate-stderr ds ds-run -v -m "$(model v3 bf16)" -p "Hello" -n 8 --mtp
+    [[ $stderr == *"MTP drafts accepted"* ]]
+}
+
+@test "ds-run --mtp on a model without an MTP layer fails" {
+    run -1 --separate-stderr ds ds-run -m "$(model v2 f32)" -p hi -n 4 --mtp
+    [[ $stderr == *"no MTP (nextn) layer"* ]]
+    [ -z "$output" ]
+}
+
+@test "ds-run --cache-type q8_0: an 8-bit KV cache close to the f32 cache, 3.8x smaller" {
+    local g tok nv out rel agree
+    g=$(model v2 f32)
+    tok=$(ref_tokens "$V2")
+    nv=$(tr -d ' \n' < "$V2/reference.json" | sed 's/.*"n_vocab":\([0-9]*\).*/\1/')
+    run -0 ds ds-run -m "$g" --tokens "$tok" --dump-logits a.f32 --cache-type f32
+    run -0 ds ds-run -m "$g" --tokens "$tok" --dump-logits b.f32 --cache-type q8_0
+    out=$(compare_logits b.f32 a.f32 "$nv")
+    echo "# q8_0 vs f32 cache: $out" >&3
+    rel=${out#rel=}; rel=${rel%% *}
+    agree=${out#*agree=}; agree=${agree%% *}
+    awk -v r="$rel" -v a="$agree" 'BEGIN { exit !(r > 0 && r <= 0.1 && a >= 0.85) }'
+    run -0 ds ds-run -m "$g" -p hi -n 2 --json --cache-type f32
+    f=$(echo "$output" | sed 's/.*"kv_cache_bytes":\([0-9]*\).*/\1/')
+    run -0 ds ds-run -m "$g" -p hi -n 2 --json --cache-type q8_0
+    q=$(echo "$output" | sed 's/.*"kv_cache_bytes":\([0-9]*\).*/\1/')
+    [ $((q * 3)) -lt "$f" ]
+    run -2 --separate-stderr ds ds-run -m "$g" -p hi --cache-type q4_0
+    [[ $stderr == *"invalid value 'q4_0' for --cache-type"* ]]
+}

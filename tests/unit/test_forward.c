@@ -1158,6 +1158,47 @@ TEST(kernel_matmul)
                 }
 }
 
+/* ds_matmul_prepare + ds_matmul_rows over any split of the rows give
+ * ds_matmul_scaled's output bit for bit (float and block types). */
+TEST(kernel_matmul_rows)
+{
+    static const enum ds_type types[] = {DS_TYPE_F32, DS_TYPE_BF16, DS_TYPE_Q8_0, DS_TYPE_Q4_K};
+    const int64_t T = 3, N = 37, K = 512, ldx = K + 5, ldy = N + 1;
+    static const int64_t cuts[] = {0, 5, 6, 32, 37};
+    float *x = malloc((size_t)(T * ldx) * 4), *wf = malloc((size_t)(N * K) * 4);
+    float *y = malloc((size_t)(T * ldy) * 4), *yr = malloc((size_t)(T * ldy) * 4);
+    unsigned char *w = malloc((size_t)(N * K) * 4), *qx = malloc((size_t)T * 4 * (size_t)K);
+    ASSERT(x && wf && y && yr && w && qx);
+    rng_state = 9;
+    fill(x, (size_t)(T * ldx), 1);
+    fill(wf, (size_t)(N * K), 1);
+    for (size_t ti = 0; ti < sizeof(types) / sizeof(types[0]); ti++) {
+        enum ds_type t = types[ti];
+        size_t row = ds_kernel_row_bytes(t, K);
+        if (t == DS_TYPE_F32 || t == DS_TYPE_BF16) {
+            void *p = weights_of(wf, (size_t)(N * K), t);
+            memcpy(w, p, (size_t)(N * K) * ds_kernel_type_size(t));
+            free(p);
+        } else {
+            for (int64_t n = 0; n < N; n++)
+                ASSERT_OK(ds_quantize_row(t, wf + n * K, w + (size_t)n * row, K, NULL));
+        }
+        for (int64_t i = 0; i < T * ldy; i++)
+            y[i] = yr[i] = 7.0f;
+        ds_matmul_scaled(yr, ldy, x, ldx, w, t, NULL, 0, T, N, K);
+        ds_matmul_prepare(qx, x, ldx, t, T, K);
+        for (int c = 0; c + 1 < 5; c++)
+            ds_matmul_rows(y, ldy, x, ldx, qx, w, t, NULL, 0, T, cuts[c], cuts[c + 1], K);
+        ASSERT_MSG(!memcmp(y, yr, (size_t)(T * ldy) * 4), "type %s", ds_type_name(t));
+    }
+    free(x);
+    free(wf);
+    free(y);
+    free(yr);
+    free(w);
+    free(qx);
+}
+
 /* F8 rows with tile scales: ds_matmul_scaled against its _ref twin, and
  * bit for bit against ds_matmul on the same weights dequantized by
  * ds_fp8_dequant (the F32 GGUF of the same checkpoint). */
@@ -1290,6 +1331,37 @@ TEST(kernel_mla_attend)
         ds_mla_attend_ref(orf, LDO, q, LDQ, H, kv, LDKV, n, D, L, 0.3f, s);
         for (int i = 0; i < H * LDO; i++)
             ASSERT_MSG(fabsf(o[i] - orf[i]) <= 1e-5f, "n %d i %d: %g vs %g", n, i, o[i], orf[i]);
+    }
+}
+
+/* The 8-bit cache kernel against its twin, and close to the float kernel on
+ * the same rows (D = 40: the second block zero-padded). */
+TEST(kernel_mla_attend_q8)
+{
+    enum { H = 5, D = 40, L = 32, LDQ = 45, LDO = 35, NMAX = 17, DQ = 64 };
+    static float q[H * LDQ], kv[NMAX * DQ], o[H * LDO], orf[H * LDO], of[H * LDO],
+        s[H * NMAX], row[DQ];
+    static unsigned char kq[NMAX * 68];
+    const size_t ld = 68; // 2 q8_0 blocks
+    rng_state = 6;
+    fill(q, H * LDQ, 1);
+    fill(kv, NMAX * DQ, 1);
+    for (int j = 0; j < NMAX; j++) {
+        for (int k = D; k < DQ; k++)
+            kv[j * DQ + k] = 0;
+        ASSERT_OK(ds_quantize_vec(DS_TYPE_Q8_0, kv + j * DQ, kq + j * ld, DQ));
+    }
+    for (int n = 1; n <= NMAX; n += 16) {
+        for (int i = 0; i < H * LDO; i++)
+            o[i] = orf[i] = of[i] = 7;
+        ds_mla_attend_q8(o, LDO, q, LDQ, H, kq, ld, n, D, L, 0.3f, s, row);
+        ds_mla_attend_q8_ref(orf, LDO, q, LDQ, H, kq, ld, n, D, L, 0.3f, s, row);
+        ds_mla_attend(of, LDO, q, LDQ, H, kv, DQ, n, D, L, 0.3f, s);
+        for (int i = 0; i < H * LDO; i++) {
+            ASSERT_MSG(fabsf(o[i] - orf[i]) <= 1e-5f, "n %d i %d: %g vs %g", n, i, o[i], orf[i]);
+            ASSERT_MSG(fabsf(o[i] - of[i]) <= 2e-2f, "n %d i %d: %g vs f32 %g", n, i, o[i],
+                       of[i]);
+        }
     }
 }
 
@@ -1474,6 +1546,186 @@ TEST(prefill_decode_v3)
     check_decode(tmp("tiny-v3-fp8-f32.gguf"), ref.tokens, ref.n);
     refdata_free(&ref);
 }
+
+static int32_t argmax_f(const float *v, int64_t n)
+{
+    int64_t b = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (v[i] > v[b])
+            b = i;
+    return (int32_t)b;
+}
+
+/* MTP speculative decoding through the API on tiny-v3-fp8 (which has a nextn
+ * layer), with oracle drafts (the true next token, or a wrong one every third
+ * step, so that both verification outcomes are exercised):
+ *  - the verified logits equal the one-token decode's, bit for bit;
+ *  - the draft logits at each position do not depend on the path taken
+ *    (accepted pairs run two at a time, rejected ones rolled back, or a plain
+ *    one-token decode drafting at every step);
+ *  - errors: no MTP layer, drafting not enabled, truncating past the end. */
+TEST(mtp_speculative_v3)
+{
+    enum { NP = 5, G = 24 };
+    const int32_t prompt[NP] = {0, 74, 417, 113, 265};
+    struct ds_model *m = NULL, *m2 = NULL;
+    struct ds_ctx *a = NULL, *b = NULL, *c = NULL;
+    float *L = NULL, *D = NULL, *l2 = NULL, *dl = NULL;
+    bool *have = NULL;
+    int32_t g[G];
+    int64_t V;
+    int n_acc = 0, n_rej = 0;
+
+    ASSERT_OK(ds_model_load(tmp("tiny-v3-fp8-f32.gguf"), &m));
+    ASSERT_EQ_INT(ds_model_n_mtp(m), 1);
+    V = ds_model_n_vocab(m);
+    L = malloc((size_t)(G + 1) * (size_t)V * sizeof(float));
+    D = malloc((size_t)(NP + G + 2) * (size_t)V * sizeof(float));
+    have = calloc(NP + G + 2, sizeof(bool));
+    l2 = malloc(2 * (size_t)V * sizeof(float));
+    dl = malloc((size_t)V * sizeof(float));
+    ASSERT(L && D && have && l2 && dl);
+
+    // plain greedy decode: g[i] chosen from L[i]
+    ASSERT_OK(ds_ctx_new(m, 64, &a));
+    ASSERT_EQ_INT(ds_ctx_draft(a, 1, dl), DS_ERR_STATE);
+    ASSERT_OK(ds_forward(a, prompt, NP, L, false));
+    for (int i = 0; i < G; i++) {
+        g[i] = argmax_f(L + (size_t)i * V, V);
+        ASSERT_OK(ds_forward(a, &g[i], 1, L + (size_t)(i + 1) * V, false));
+    }
+    ASSERT_EQ_INT(ds_ctx_truncate(a, ds_ctx_pos(a) + 1), DS_ERR_ARG);
+
+    // speculative with oracle drafts
+    ASSERT_OK(ds_ctx_new(m, 64, &b));
+    ASSERT_OK(ds_ctx_enable_mtp(b));
+    ASSERT(ds_ctx_kv_bytes_per_token(b) > ds_ctx_kv_bytes_per_token(a));
+    ASSERT_OK(ds_forward(b, prompt, NP, l2, false));
+    for (int i = 0, step = 0; i + 1 < G; step++) {
+        int64_t pos = ds_ctx_pos(b);
+        int32_t pair[2] = {g[i], g[i + 1]};
+        ASSERT_EQ_INT(pos, NP + i);
+        ASSERT_OK(ds_ctx_draft(b, g[i], D + (size_t)pos * V));
+        have[pos] = true;
+        if (step % 3 == 2)
+            pair[1] = (g[i + 1] + 1) % (int32_t)V;
+        ASSERT_OK(ds_forward(b, pair, 2, l2, true));
+        ASSERT(!memcmp(l2, L + (size_t)(i + 1) * V, (size_t)V * sizeof(float)));
+        if (pair[1] == g[i + 1]) {
+            ASSERT(!memcmp(l2 + V, L + (size_t)(i + 2) * V, (size_t)V * sizeof(float)));
+            i += 2;
+            n_acc++;
+        } else {
+            ASSERT_OK(ds_ctx_truncate(b, pos + 1));
+            i += 1;
+            n_rej++;
+        }
+    }
+    ASSERT(n_acc > 3 && n_rej > 3);
+
+    // drafting at every step of a one-token decode gives the same drafts
+    ASSERT_OK(ds_ctx_new(m, 64, &c));
+    ASSERT_OK(ds_ctx_enable_mtp(c));
+    ASSERT_OK(ds_forward(c, prompt, NP, l2, false));
+    for (int i = 0; i + 1 < G; i++) {
+        int64_t pos = ds_ctx_pos(c);
+        ASSERT_OK(ds_ctx_draft(c, g[i], dl));
+        if (have[pos]) {
+            double md = 0;
+            for (int64_t v = 0; v < V; v++) {
+                double e = fabs((double)dl[v] - D[(size_t)pos * V + v]);
+                md = e > md ? e : md;
+            }
+            ASSERT_MSG(md < 1e-4, "position %lld: drafts differ by %g", (long long)pos, md);
+        }
+        ASSERT_OK(ds_forward(c, &g[i], 1, l2, false));
+    }
+    ASSERT_EQ_INT(ds_ctx_enable_mtp(c), DS_OK); // already on
+    ds_ctx_free(c);
+    c = NULL;
+    ASSERT_OK(ds_ctx_new(m, 64, &c));
+    ASSERT_OK(ds_forward(c, prompt, 1, l2, false));
+    ASSERT_EQ_INT(ds_ctx_enable_mtp(c), DS_ERR_STATE); // not on an empty cache
+
+    ASSERT_OK(ds_model_load(tmp("tiny-v2lite-f32.gguf"), &m2));
+    ASSERT_EQ_INT(ds_model_n_mtp(m2), 0);
+    ds_ctx_free(a);
+    a = NULL;
+    ASSERT_OK(ds_ctx_new(m2, 16, &a));
+    ASSERT_EQ_INT(ds_ctx_enable_mtp(a), DS_ERR_UNSUPPORTED);
+
+    ds_ctx_free(a);
+    ds_ctx_free(b);
+    ds_ctx_free(c);
+    ds_model_free(m);
+    ds_model_free(m2);
+    free(L);
+    free(D);
+    free(have);
+    free(l2);
+    free(dl);
+}
+
+/* The 8-bit cache: prefill and one-token decode give the same logits (rows
+ * are quantized once, when written), close to the f32 cache's, also with MTP
+ * drafting on; the cache is 3.8x smaller. */
+TEST(cache_q8_0)
+{
+    struct refdata ref;
+    struct ds_model *m = NULL;
+    struct ds_ctx *a = NULL, *b = NULL, *c = NULL;
+    const struct ds_ctx_params q8 = {.cache_type = DS_CACHE_Q8_0};
+    const struct ds_ctx_params bad = {.cache_type = (enum ds_cache_type)7};
+    float *la = NULL, *lb = NULL, *lc = NULL;
+    int64_t V;
+    double md = 0, mx = 0;
+    int agree = 0;
+
+    ASSERT(refdata_load(test_data("tiny-v3-fp8"), &ref));
+    ASSERT_OK(ds_model_load(tmp("tiny-v3-fp8-f32.gguf"), &m));
+    V = ds_model_n_vocab(m);
+    la = malloc((size_t)ref.n * (size_t)V * sizeof(float));
+    lb = malloc((size_t)ref.n * (size_t)V * sizeof(float));
+    lc = malloc((size_t)V * sizeof(float));
+    ASSERT(la && lb && lc);
+    ASSERT_EQ_INT(ds_ctx_new_ex(m, 64, &bad, &a), DS_ERR_ARG);
+    ASSERT_OK(ds_ctx_new_ex(m, 64, NULL, &a));
+    ASSERT_OK(ds_ctx_new_ex(m, 64, &q8, &b));
+    ASSERT_OK(ds_ctx_new_ex(m, 64, &q8, &c));
+    ASSERT_OK(ds_ctx_enable_mtp(c));
+    ASSERT(ds_ctx_kv_bytes(b) * 3 < ds_ctx_kv_bytes(a));
+    ASSERT_OK(ds_forward(a, ref.tokens, ref.n, la, true));
+    ASSERT_OK(ds_forward(b, ref.tokens, ref.n, lb, true));
+    for (size_t t = 0; t < ref.n; t++) {
+        const float *fa = la + t * (size_t)V, *fb = lb + t * (size_t)V;
+        ASSERT_OK(ds_forward(c, &ref.tokens[t], 1, lc, false));
+        ASSERT_MSG(!memcmp(lc, fb, (size_t)V * sizeof(float)), "position %zu", t);
+        if (t + 1 < ref.n)
+            ASSERT_OK(ds_ctx_draft(c, ref.tokens[t + 1], lc));
+        int ia = 0, ib = 0;
+        for (int64_t v = 0; v < V; v++) {
+            double e = fabs((double)fa[v] - fb[v]);
+            md = e > md ? e : md;
+            mx = fabs(fa[v]) > mx ? fabs(fa[v]) : mx;
+            ia = fa[v] > fa[ia] ? (int)v : ia;
+            ib = fb[v] > fb[ib] ? (int)v : ib;
+        }
+        agree += ia == ib;
+    }
+    fprintf(stderr, "     q8_0 vs f32 cache: max|d| %.3g, max|d|/max|logit| %.3g, argmax %d/%zu\n",
+            md, md / mx, agree, ref.n);
+    ASSERT(md / mx < 0.15);
+    ASSERT(agree >= (int)ref.n * 9 / 10);
+    ds_ctx_free(a);
+    ds_ctx_free(b);
+    ds_ctx_free(c);
+    ds_model_free(m);
+    free(la);
+    free(lb);
+    free(lc);
+    refdata_free(&ref);
+}
+
 
 /* 150 tokens: several prefill chunks, positions far past the YaRN original
  * context; also against the naive reference. */
@@ -1725,9 +1977,11 @@ int main(void)
         return 1;
     RUN(kernel_matmul);
     RUN(kernel_matmul_scaled);
+    RUN(kernel_matmul_rows);
     RUN(kernel_rmsnorm_softmax_silu);
     RUN(kernel_rope);
     RUN(kernel_mla_attend);
+    RUN(kernel_mla_attend_q8);
     RUN(reference_v3_f32);
     RUN(reference_v2lite_f32);
     RUN(reference_v3_bf16);
@@ -1736,6 +1990,8 @@ int main(void)
     RUN(reference_v3_fp8);
     RUN(naive_matches_model_py);
     RUN(prefill_decode_v3);
+    RUN(mtp_speculative_v3);
+    RUN(cache_q8_0);
     RUN(long_sequence_v2lite);
     RUN(threads_do_not_change_results);
     RUN(synthetic_configs);
