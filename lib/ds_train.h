@@ -28,7 +28,7 @@
  *
  * Typical use (ds-distill):
  *
- *   ds_tmodel_from_config("config.json", vocab_meta, seed, &m);    // or _carve, _load
+ *   ds_tmodel_from_config("config.json", "vocab.gguf", seed, &m);  // or _carve, _load
  *   ds_train_opts_default(&o); o.ctx = 128; ...
  *   ds_trainer_new(m, &o, &tr);
  *   ds_trainer_set_data(tr, tokens, n_tokens);        // tokenized corpus, borrowed

@@ -30,7 +30,12 @@ struct ds_trainer {
     int64_t step;            /* optimizer steps done */
     int64_t micro;           /* micro-batches accumulated in the current step */
     struct ds_loss acc;      /* the current step's losses */
-    struct tacts *acts;
+    struct tacts **sq;       /* (batch) activations, one sequence each */
+    float *gs;               /* (batch, m->nw) gradients of each sequence */
+    struct tview *gsv;       /* (batch) views of gs */
+    double *ls;              /* (batch, n_layers * E) expert loads of each sequence */
+    double *auxs;            /* (batch) balance loss of each sequence */
+    int64_t last_seq;        /* sequences of the last batch */
     double *load;            /* (n_layers, E) selections in the current step */
     float *row;              /* (nthr, 2V) loss scratch */
     double *rl;              /* (N, 3) per-row ce, kd, weight */
@@ -264,34 +269,72 @@ static ds_err check_batch(const struct ds_trainer *tr, const struct ds_batch *b)
     return DS_OK;
 }
 
-/* Losses of the last forward over b; with grad, logits become the gradient
- * scaled by scale (the loss is the mean over rows, times scale). */
-static void batch_loss(struct ds_trainer *tr, const struct ds_batch *b, double scale,
-                       struct ds_loss *out)
+/* Forward of every sequence of b (and with grad, its backward into the
+ * step's gradient), losses into out. Sequences run in parallel, one thread
+ * each, the kernels inside them serially (nested OpenMP regions are
+ * inactive): one parallel region per micro-batch, which keeps a loaded
+ * machine's threads in step. Each sequence has its own gradient buffer; they
+ * are added to the step's in sequence order, so the result does not depend
+ * on the thread count. The gradient is of the mean loss over the rows, times
+ * scale. */
+static void run_batch(struct ds_trainer *tr, const struct ds_batch *b, double scale, bool grad,
+                      struct ds_loss *out)
 {
-    const int64_t V = tr->m->V, T = b->n_tok, N = b->n_seq * T, K = b->teacher_topk;
-    float *logits = ds_tacts_logits(tr->acts);
-    double ce = 0, kd = 0;
+    const struct ds_tmodel *m = tr->m;
+    const int64_t V = m->V, T = b->n_tok, B = b->n_seq, N = B * T, K = b->teacher_topk,
+                  E = m->hp.n_routed_experts, LE = m->hp.n_layers * (E > 0 ? E : 1);
+    const double sa = tr->o.seq_aux > 0 && E > 0 ? tr->o.seq_aux : 0;
+    const size_t nw = m->nw;
+    double ce = 0, kd = 0, aux = 0;
 
-    DS_OMP(omp parallel for schedule(static) if (N > 1))
-    for (int64_t n = 0; n < N; n++) {
-        int64_t bs = n / T, t = n % T;
-        int32_t y = b->tokens[bs * (T + 1) + t + 1];
-        float *scr = tr->row + (size_t)thread_id() * 2 * (size_t)V;
-        row_loss(&tr->o, logits + n * V, V, y, b->teacher_logits ? b->teacher_logits + n * V : NULL,
-                 K, K > 0 ? b->teacher_ids + n * K : NULL, K > 0 ? b->teacher_vals + n * K : NULL,
-                 scale / (double)N, scr, &tr->rl[n * 2], &tr->rl[n * 2 + 1]);
+    DS_OMP(omp parallel for schedule(dynamic, 1) if (B > 1))
+    for (int64_t s = 0; s < B; s++) {
+        struct tacts *a = tr->sq[s];
+        double *ld = tr->ls + s * LE;
+        float *scr = tr->row + (size_t)thread_id() * 2 * (size_t)V, *lg;
+        memset(ld, 0, (size_t)LE * sizeof(double));
+        ds_tpass_forward(m, a, b->tokens + s * (T + 1), 1, T, ld);
+        lg = ds_tacts_logits(a);
+        for (int64_t t = 0; t < T; t++) {
+            int64_t n = s * T + t;
+            row_loss(&tr->o, lg + t * V, V, b->tokens[s * (T + 1) + t + 1],
+                     b->teacher_logits ? b->teacher_logits + n * V : NULL, K,
+                     K > 0 ? b->teacher_ids + n * K : NULL, K > 0 ? b->teacher_vals + n * K : NULL,
+                     grad ? scale / (double)N : 0.0, scr, &tr->rl[n * 2], &tr->rl[n * 2 + 1]);
+        }
+        tr->auxs[s] = sa > 0 ? ds_tpass_seq_aux(m, a) : 0.0;
+        if (grad)
+            ds_tpass_backward(m, a, &tr->gsv[s], lg, sa * scale / (double)B);
     }
+    tr->last_seq = B;
     for (int64_t n = 0; n < N; n++) {
         ce += tr->rl[n * 2];
         kd += tr->rl[n * 2 + 1];
     }
+    for (int64_t s = 0; s < B; s++)
+        aux += tr->auxs[s];
     memset(out, 0, sizeof(*out));
     out->ce = ce / (double)N;
     out->kd = kd / (double)N;
+    out->aux = aux / (double)B;
     out->n_tok = N;
     bool teacher = b->teacher_logits || K > 0;
     out->loss = teacher ? tr->o.alpha * out->kd + (1 - tr->o.alpha) * out->ce : out->ce;
+    out->loss += sa * out->aux;
+    if (!grad)
+        return;
+    for (int64_t s = 0; s < B; s++)
+        for (int64_t i = 0; i < LE; i++)
+            tr->load[i] += tr->ls[s * LE + i];
+    DS_OMP(omp parallel for schedule(static) if (nw >= 65536))
+    for (size_t i = 0; i < nw; i++) {
+        float g = tr->g[i];
+        for (int64_t s = 0; s < B; s++) {
+            g += tr->gs[(size_t)s * nw + i];
+            tr->gs[(size_t)s * nw + i] = 0;
+        }
+        tr->g[i] = g;
+    }
 }
 
 /* ---- trainer ----------------------------------------------------------------------------- */
@@ -301,7 +344,15 @@ void ds_trainer_free(struct ds_trainer *tr)
     if (!tr)
         return;
     ds_tview_release(&tr->gv);
-    ds_tacts_free(tr->acts);
+    for (int64_t s = 0; s < tr->o.batch && tr->sq; s++)
+        ds_tacts_free(tr->sq[s]);
+    for (int64_t s = 0; s < tr->o.batch && tr->gsv; s++)
+        ds_tview_release(&tr->gsv[s]);
+    free(tr->sq);
+    free(tr->gsv);
+    free(tr->gs);
+    free(tr->ls);
+    free(tr->auxs);
     free(tr->g);
     free(tr->am);
     free(tr->av);
@@ -336,7 +387,17 @@ ds_err ds_trainer_new(struct ds_tmodel *m, const struct ds_train_opts *o,
     DS_FAIL_IF(!tr->g || !tr->am || !tr->av || !tr->load || !tr->row || !tr->rl, DS_ERR_NOMEM,
                "out of memory for the optimizer state");
     DS_CHECK(ds_tview_bind(m, tr->g, &tr->gv));
-    DS_CHECK(ds_tacts_new(m, o->batch, o->ctx, &tr->acts));
+    tr->sq = ds_calloc((size_t)o->batch, sizeof(*tr->sq));
+    tr->gsv = ds_calloc((size_t)o->batch, sizeof(*tr->gsv));
+    tr->gs = ds_calloc((size_t)o->batch * m->nw, sizeof(float));
+    tr->ls = ds_calloc((size_t)(o->batch * m->hp.n_layers * (E > 0 ? E : 1)), sizeof(double));
+    tr->auxs = ds_calloc((size_t)o->batch, sizeof(double));
+    DS_FAIL_IF(!tr->sq || !tr->gsv || !tr->gs || !tr->ls || !tr->auxs, DS_ERR_NOMEM,
+               "out of memory for %lld sequences of gradients", (long long)o->batch);
+    for (int64_t s = 0; s < o->batch; s++) {
+        DS_CHECK(ds_tacts_new(m, 1, o->ctx, &tr->sq[s]));
+        DS_CHECK(ds_tview_bind(m, tr->gs + (size_t)s * m->nw, &tr->gsv[s]));
+    }
 out:
     if (rc != DS_OK) {
         ds_trainer_free(tr);
@@ -439,14 +500,7 @@ ds_err ds_trainer_accumulate(struct ds_trainer *tr, const struct ds_batch *b,
     const double scale = 1.0 / (double)tr->o.accum;
     DS_RETURN_IF(!tr, DS_ERR_ARG, "trainer missing");
     DS_TRY(check_batch(tr, b));
-    ds_tpass_forward(tr->m, tr->acts, b->tokens, b->n_seq, b->n_tok, tr->load);
-    batch_loss(tr, b, scale, &l);
-    if (tr->o.seq_aux > 0 && tr->m->hp.n_routed_experts > 0) {
-        l.aux = ds_tpass_seq_aux(tr->m, tr->acts);
-        l.loss += tr->o.seq_aux * l.aux;
-    }
-    ds_tpass_backward(tr->m, tr->acts, &tr->gv, ds_tacts_logits(tr->acts),
-                      tr->o.seq_aux * scale);
+    run_batch(tr, b, scale, true, &l);
     tr->micro++;
     tr->acc.loss += l.loss * scale;
     tr->acc.ce += l.ce * scale;
@@ -463,12 +517,7 @@ ds_err ds_trainer_eval(struct ds_trainer *tr, const struct ds_batch *b, struct d
     struct ds_loss l;
     DS_RETURN_IF(!tr || !loss, DS_ERR_ARG, "trainer or output missing");
     DS_TRY(check_batch(tr, b));
-    ds_tpass_forward(tr->m, tr->acts, b->tokens, b->n_seq, b->n_tok, NULL);
-    batch_loss(tr, b, 0.0, &l);
-    if (tr->o.seq_aux > 0 && tr->m->hp.n_routed_experts > 0) {
-        l.aux = ds_tpass_seq_aux(tr->m, tr->acts);
-        l.loss += tr->o.seq_aux * l.aux;
-    }
+    run_batch(tr, b, 0.0, false, &l);
     *loss = l;
     return DS_OK;
 }
@@ -804,7 +853,15 @@ float *ds_trainer_grad(struct ds_trainer *tr)
     return tr->g;
 }
 
-struct tacts *ds_trainer_acts(struct ds_trainer *tr)
+uint64_t ds_trainer_route_hash(struct ds_trainer *tr)
 {
-    return tr->acts;
+    uint64_t h = 0;
+    for (int64_t s = 0; s < tr->last_seq; s++)
+        h = h * 31 + ds_tacts_route_hash(tr->m, tr->sq[s]);
+    return h;
+}
+
+const float *ds_trainer_logits(struct ds_trainer *tr, int64_t s)
+{
+    return ds_tacts_logits(tr->sq[s]);
 }

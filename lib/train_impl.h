@@ -94,9 +94,12 @@ double ds_tpass_seq_aux(const struct ds_tmodel *m, struct tacts *a);
  * differences are only valid while the routing stays the same). */
 uint64_t ds_tacts_route_hash(const struct ds_tmodel *m, const struct tacts *a);
 
-/* The trainer's gradient arena (m->nw floats) and activations (tests). */
+/* For tests: the trainer's gradient arena (m->nw floats), a hash of the
+ * expert choices of its last batch, the logits (n_tok, V) of sequence s of
+ * the last eval (an accumulate turns them into gradients). */
 float *ds_trainer_grad(struct ds_trainer *tr);
-struct tacts *ds_trainer_acts(struct ds_trainer *tr);
+uint64_t ds_trainer_route_hash(struct ds_trainer *tr);
+const float *ds_trainer_logits(struct ds_trainer *tr, int64_t s);
 
 /* ---- helpers defined elsewhere (small wrappers, see model.c/forward.c/hf.c) ---- */
 

@@ -711,11 +711,12 @@ static void attention_bwd(const struct ds_tmodel *m, struct tacts *a, int64_t l,
             float *dS = a->att + (size_t)thread_id() * (size_t)(H * T);
             double sum = 0;
             for (int64_t j = 0; j <= t; j++) {
-                double dp = 0;
+                float dp = 0;
+                DS_OMP(omp simd reduction(+ : dp))
                 for (int64_t r = 0; r < R; r++)
-                    dp += (double)dl[r] * kv[j * Dc + r];
-                dS[j] = (float)dp;
-                sum += dp * P[j];
+                    dp += dl[r] * kv[j * Dc + r];
+                dS[j] = dp;
+                sum += (double)dp * P[j];
             }
             for (int64_t j = 0; j <= t; j++)
                 dS[j] = (float)(P[j] * (dS[j] - sum)) * scale;
