@@ -214,8 +214,10 @@ void ds_logits_topk(const float *logits, int64_t V, int64_t k, int32_t *ids, flo
 struct ds_trainer;
 
 /* A trainer for m (borrowed; it must outlive the trainer) with options o
- * (copied, checked). Allocates gradients, AdamW moments and activation
- * buffers for batch x ctx tokens. */
+ * (copied, checked). Allocates gradients and AdamW moments (3 x n_params
+ * floats) and, for each of the batch sequences of a micro-batch, its
+ * activations (ctx tokens) and a gradient buffer (batch x n_params floats in
+ * all): the sequences of a micro-batch run in parallel, one thread each. */
 ds_err ds_trainer_new(struct ds_tmodel *m, const struct ds_train_opts *o,
                       struct ds_trainer **out);
 void ds_trainer_free(struct ds_trainer *tr); /* accepts NULL */
