@@ -17,6 +17,7 @@
  *   ds_quantize.h     which type each tensor gets (presets, rules, fallbacks)
  *   ds_prune.h        pruning: sparsity, N:M, experts, heads, layers
  *   ds_eval.h         evaluation: perplexity, KL divergence, JSONL tasks, reports
+ *   ds_train.h        training: forward/backward, losses, AdamW, checkpoints
  */
 #ifndef DS_H
 #define DS_H
@@ -37,6 +38,7 @@
 #include "ds_quantize.h"
 #include "ds_prune.h"
 #include "ds_eval.h"
+#include "ds_train.h"
 
 #ifdef __cplusplus
 extern "C" {
