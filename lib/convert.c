@@ -1001,33 +1001,46 @@ static ds_err gplan_add(struct gplan *p, struct type_hook *h, const char *name, 
     return DS_OK;
 }
 
-/* Adds "<name>_scale_inv" (F32) after output tensor w when w becomes FP8 from
- * another type: its tile scales, computed while w is written. */
-static ds_err gplan_add_scale(struct gplan *p, size_t w, int64_t block)
+/* Plans "<name>_scale_inv" (F32) right after output tensor w when, and only
+ * when, w is FP8: a scale never stands on its own. When w is FP8 copied from
+ * FP8 (src_type), its scales are copied too: src is the weight's scale
+ * companion, or for an expert stack each expert's (filled in with the
+ * experts); otherwise they are the tile scales computed while w is written. */
+static ds_err gplan_add_scale(struct gplan *p, const struct source *s, size_t w,
+                              enum ds_type src_type, long src)
 {
     struct type_hook none = {0};
     const struct ds_tensor_info *ti = &p->g.tensors[w];
     char name[DS_GGUF_MAX_NAME + 32];
-    int64_t ne[3] = {(ti->ne[0] + block - 1) / block, (ti->ne[1] + block - 1) / block, ti->ne[2]};
-    size_t idx;
+    int64_t b = s->fp8_block;
+    int64_t ne[3] = {(ti->ne[0] + b - 1) / b, (ti->ne[1] + b - 1) / b, ti->ne[2]};
+    uint32_t n_dims = ti->n_dims;
+    enum gop op = src_type != DS_TYPE_F8_E4M3 ? G_SCALE
+                  : p->out[w].op == G_STACK  ? G_STACK
+                                             : G_COPY;
+    size_t n_src = op == G_STACK ? p->out[w].n_src : 1, idx;
     if (ti->type != DS_TYPE_F8_E4M3)
         return DS_OK;
     snprintf(name, sizeof(name), "%s%s", ti->name, SCALE_SUFFIX);
     DS_RETURN_IF(strlen(name) >= DS_GGUF_MAX_NAME, DS_ERR_LIMIT,
                  "GGUF name '%s' is longer than 63 bytes", name);
-    return gplan_add(p, &none, name, DS_TYPE_F32, DS_TYPE_F32, ti->n_dims, ne, G_SCALE, (long)w,
-                     1, &idx);
+    DS_RETURN_IF(op == G_COPY && src < 0, DS_ERR_STATE, "internal: '%s' has no source", name);
+    return gplan_add(p, &none, name, DS_TYPE_F32, DS_TYPE_F32, n_dims, ne, op,
+                     op == G_SCALE ? (long)w : src, n_src, &idx);
 }
 
-/* True when the type hook makes the whole kv_b (GGUF name whole, ggml shape
- * ne) FP8: then it is kept whole, as FP8 checkpoints keep it. */
-static bool hook_wants_fp8(const struct type_hook *h, const char *whole, const int64_t *ne,
-                           enum ds_type planned)
+/* True when kv_b (GGUF name whole, ggml shape ne, planned type planned) is
+ * written FP8, by the type hook of ds-quantize or as planned: then it is kept
+ * whole, as FP8 checkpoints keep it (its 128-row scale tiles cannot be split
+ * per head); otherwise llama.cpp's k_b/v_b split. */
+static bool kvb_stays_fp8(const struct type_hook *h, const char *whole, const int64_t *ne,
+                          enum ds_type planned)
 {
     const char *note = NULL;
-    return h->o && h->o->type_of &&
-           h->o->type_of(h->o->type_ud, h->s->meta, whole, 2, ne, planned, &note) ==
-               DS_TYPE_F8_E4M3;
+    if (!h->o || !h->o->type_of)
+        return planned == DS_TYPE_F8_E4M3;
+    return h->o->type_of(h->o->type_ud, h->s->meta, whole, 2, ne, planned, &note) ==
+           DS_TYPE_F8_E4M3;
 }
 
 static int file_type_of(int outtype)
@@ -1069,7 +1082,7 @@ static ds_err plan_gguf(struct source *s, int outtype, const char *prov,
                         const struct ds_convert_opts *opts, struct gplan *p)
 {
     ds_err rc = DS_OK;
-    struct type_hook hook = {.o = opts, .s = s}, none = {.s = s};
+    struct type_hook hook = {.o = opts, .s = s};
     bool any_block = false;
     /* "as stored": a GGUF that keeps FP8 stays FP8; Hugging Face FP8 becomes BF16 */
     bool keep_fp8 = outtype == DS_TYPE_F8_E4M3 || (outtype < 0 && s->fmt == DS_FORMAT_GGUF);
@@ -1086,51 +1099,41 @@ static ds_err plan_gguf(struct source *s, int outtype, const char *prov,
 
     for (size_t i = 0; i < s->n_lt; i++) {
         const struct ltensor *t = &s->lt[i];
-        char gname[DS_GGUF_MAX_NAME + 32], base[160];
+        char gname[DS_GGUF_MAX_NAME + 32];
         long expert = 0, existing;
         enum map_kind kind;
         enum ds_type ty;
         size_t idx;
         int64_t ne[DS_MAX_DIMS] = {1, 1, 1, 1};
+        int eff = keep_fp8 ? (int)DS_TYPE_F8_E4M3 : outtype;
 
-        if (t->is_scale && !keep_fp8)
+        /* a scale is planned with its weight, and only when that stays FP8 */
+        if (t->is_scale)
             continue;
         if (t->passthrough) {
             const struct ds_tensor_info *ti = &s->g.tensors[t->raw];
-            ty = out_type(t, keep_fp8 ? (int)DS_TYPE_F8_E4M3 : outtype, ti->name, true);
-            DS_CHECK(gplan_add(p, t->is_scale ? &none : &hook, ti->name, ty, t->type, ti->n_dims,
-                               ti->ne, G_COPY, (long)i, 1, &idx));
-            if (t->type != DS_TYPE_F8_E4M3 && ti->n_dims >= 2)
-                DS_CHECK(gplan_add_scale(p, idx, s->fp8_block));
+            ty = out_type(t, eff, ti->name, true);
+            DS_CHECK(gplan_add(p, &hook, ti->name, ty, t->type, ti->n_dims, ti->ne, G_COPY,
+                               (long)i, 1, &idx));
+            if (ti->n_dims >= 2)
+                DS_CHECK(gplan_add_scale(p, s, idx, t->type, t->scale));
             continue;
         }
-        snprintf(base, sizeof(base), "%.*s",
-                 (int)(strlen(t->name) - (t->is_scale ? strlen(SCALE_SUFFIX) : 0)), t->name);
-        /* kv_b stays whole only when it stays FP8 (its 128-row scale tiles
-         * cannot be split per head); otherwise llama.cpp's k_b/v_b split */
-        kind = hf_to_gguf(base, !(keep_fp8 && (t->type == DS_TYPE_F8_E4M3 || t->is_scale)), gname,
-                          sizeof(gname), &expert);
-        if (kind == M_KVB && !t->is_scale && t->n_dims == 2) {
-            /* ds-quantize may make it FP8: then it stays whole too */
+        kind = hf_to_gguf(t->name, true, gname, sizeof(gname), &expert);
+        if (kind == M_KVB && t->n_dims == 2) {
             char whole[DS_GGUF_MAX_NAME + 32];
             int64_t wne[2] = {t->shape[1], t->shape[0]};
-            if (hf_to_gguf(base, false, whole, sizeof(whole), &expert) == M_PLAIN &&
-                hook_wants_fp8(&hook, whole,  wne,
-                               out_type(t, keep_fp8 ? (int)DS_TYPE_F8_E4M3 : outtype, whole,
-                                        true))) {
+            if (hf_to_gguf(t->name, false, whole, sizeof(whole), &expert) == M_PLAIN &&
+                kvb_stays_fp8(&hook, whole, wne, out_type(t, eff, whole, true))) {
                 kind = M_PLAIN;
                 snprintf(gname, sizeof(gname), "%s", whole);
             }
         }
         DS_FAIL_IF(kind == M_NONE, DS_ERR_UNSUPPORTED,
                    "'%s': tensor '%s' has no GGUF (deepseek2) name", s->name, t->name);
-        if (t->is_scale) {
-            size_t gl = strlen(gname);
-            snprintf(gname + gl, sizeof(gname) - gl, "%s", SCALE_SUFFIX);
-        }
         DS_FAIL_IF(strlen(gname) >= DS_GGUF_MAX_NAME, DS_ERR_LIMIT,
                    "'%s': GGUF name '%s' is longer than 63 bytes", s->name, gname);
-        ty = out_type(t, keep_fp8 ? (int)DS_TYPE_F8_E4M3 : outtype, gname, true);
+        ty = out_type(t, eff, gname, true);
         if (t->type == DS_TYPE_F8_E4M3)
             any_fp8 = true;
         if (kind == M_PLAIN) {
@@ -1138,12 +1141,12 @@ static ds_err plan_gguf(struct source *s, int outtype, const char *prov,
                        "'%s': tensor '%s' has %u dimensions", s->name, t->name, t->n_dims);
             for (uint32_t d = 0; d < t->n_dims; d++)
                 ne[d] = t->shape[t->n_dims - 1 - d];
-            DS_CHECK(gplan_add(p, t->is_scale ? &none : &hook, gname, ty, t->type, t->n_dims, ne,
-                               G_COPY, (long)i, 1, &idx));
+            DS_CHECK(gplan_add(p, &hook, gname, ty, t->type, t->n_dims, ne, G_COPY, (long)i, 1,
+                               &idx));
             if (ty != DS_TYPE_F32 && t->n_dims >= 2)
                 common = ty;
-            if (t->type != DS_TYPE_F8_E4M3 && !t->is_scale && t->n_dims >= 2)
-                DS_CHECK(gplan_add_scale(p, idx, s->fp8_block));
+            if (t->n_dims >= 2)
+                DS_CHECK(gplan_add_scale(p, s, idx, t->type, t->scale));
         } else if (kind == M_KVB) {
             int64_t H = 0, nope = 0, v = 0, rope = 0, R = t->shape[1];
             char kname[DS_GGUF_MAX_NAME + 32], vname[DS_GGUF_MAX_NAME + 32];
@@ -1162,6 +1165,10 @@ static ds_err plan_gguf(struct source *s, int outtype, const char *prov,
                        (long long)(H * (nope + v)), (long long)R);
             snprintf(kname, sizeof(kname), "%s.attn_k_b.weight", gname);
             snprintf(vname, sizeof(vname), "%s.attn_v_b.weight", gname);
+            /* k_b/v_b cannot be FP8: an FP8 kv_b that is split is planned as
+             * BF16 (the hook chose another type for it whole) */
+            if (ty == DS_TYPE_F8_E4M3)
+                ty = DS_TYPE_BF16;
             {
                 int64_t kne[3] = {nope, R, H}, vne[3] = {R, v, H};
                 DS_CHECK(gplan_add(p, &hook, kname, ty, t->type, 3, kne, G_KB, (long)i, 1, &idx));
@@ -1176,24 +1183,29 @@ static ds_err plan_gguf(struct source *s, int outtype, const char *prov,
             existing = ds_gguf_find(&p->g, gname);
             if (existing < 0) {
                 int64_t sne[3] = {t->shape[1], t->shape[0], n_expert};
-                DS_CHECK(gplan_add(p, t->is_scale ? &none : &hook, gname, ty, t->type, 3, sne,
-                                   G_STACK, -1, (size_t)n_expert, &idx));
+                DS_CHECK(gplan_add(p, &hook, gname, ty, t->type, 3, sne, G_STACK, -1,
+                                   (size_t)n_expert, &idx));
                 existing = (long)idx;
                 if (ty != DS_TYPE_F32)
                     common = ty;
-                if (t->type != DS_TYPE_F8_E4M3 && !t->is_scale)
-                    DS_CHECK(gplan_add_scale(p, idx, s->fp8_block));
+                DS_CHECK(gplan_add_scale(p, s, idx, t->type, -1));
             }
             {
                 struct gout *o = &p->out[existing];
                 const struct ds_tensor_info *ti = &p->g.tensors[existing];
+                long first = -1;
+                for (size_t k = 0; first < 0 && k < o->n_src; k++)
+                    first = o->src[k];
                 DS_FAIL_IF(o->src[expert] >= 0, DS_ERR_FORMAT, "'%s': duplicate expert '%s'",
                            s->name, t->name);
                 DS_FAIL_IF(ti->ne[0] != t->shape[1] || ti->ne[1] != t->shape[0] ||
-                               (o->src[0] >= 0 && s->lt[o->src[0]].type != t->type),
+                               (first >= 0 && s->lt[first].type != t->type),
                            DS_ERR_FORMAT, "'%s': expert '%s' differs in shape or type from expert 0",
                            s->name, t->name);
                 o->src[expert] = (long)i;
+                /* its scales, copied into the stack planned right after it */
+                if (o->type == DS_TYPE_F8_E4M3 && t->type == DS_TYPE_F8_E4M3)
+                    p->out[existing + 1].src[expert] = t->scale;
             }
         }
     }

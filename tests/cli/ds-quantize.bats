@@ -244,3 +244,105 @@ f32() {
     run -0 ds ds-convert --list x.gguf
     assert_output --regexp 'blk.0.attn_q_a.weight +f8_e4m3'
 }
+
+# fp8_scales FILE: checks that FILE has a "<name>_scale_inv" right after each
+# f8_e4m3 tensor and nowhere else (llama.cpp refuses tensors it does not
+# expect); prints the number of f8_e4m3 tensors.
+fp8_scales() {
+    ds ds-convert --list "$1" | sed -n '/^tensors:/,$p' | awk '
+        NR > 2 {
+            if ($1 ~ /_scale_inv$/ && !(prev_fp8 && $1 == prev "_scale_inv")) {
+                print "stray " $1; bad = 1
+            }
+            if (prev_fp8 && $1 != prev "_scale_inv") { print "no scale after " prev; bad = 1 }
+            prev = $1; prev_fp8 = $2 == "f8_e4m3"; n += prev_fp8
+        }
+        END { if (prev_fp8) { print "no scale after " prev; bad = 1 }
+              print n + 0 " fp8"; exit bad }'
+}
+
+# kept-FP8 GGUF of tiny-v3-fp8, once per file
+kept_fp8() {
+    local g=$BATS_FILE_TMPDIR/v3-kept-fp8.gguf
+    [[ -s $g ]] || ds ds-convert -q --outtype fp8 "$V3" -o "$g" || return 1
+    echo "$g"
+}
+
+@test "kept-FP8 GGUF -> q8_0: no _scale_inv left, kv_b split, the same model as from F32" {
+    run -0 fp8_scales "$(kept_fp8)"
+    assert_output "42 fp8"
+    run -0 ds ds-quantize -q -t q8_0 "$(kept_fp8)" -o q.gguf
+    run -0 fp8_scales q.gguf
+    assert_output "0 fp8"
+    run -0 ds ds-convert --list q.gguf
+    refute_output --partial '_scale_inv'
+    refute_output --partial 'attn_kv_b'
+    assert_output --regexp 'blk.0.attn_k_b.weight +q8_0'
+    assert_output --regexp 'blk.1.ffn_down_exps.weight +q8_0'
+    # FP8 dequantized with its scales is the F32 conversion: the same tensors
+    ds ds-quantize -q -t q8_0 "$(f32 v3)" -o qf.gguf
+    diff <(ds ds-convert --list q.gguf | sed -n '/^tensors:/,$p') \
+         <(ds ds-convert --list qf.gguf | sed -n '/^tensors:/,$p')
+    tok=$(ref_tokens "$V3")
+    ds ds-run -m q.gguf --tokens "$tok" --dump-logits q.f32
+    ds ds-run -m qf.gguf --tokens "$tok" --dump-logits qf.f32
+    cmp q.f32 qf.f32
+    ds ds-run -m "$(f32 v3)" --tokens "$tok" --dump-logits f.f32
+    out=$(compare_logits q.f32 f.f32 512)
+    echo "# q8_0 from kept FP8 vs f32: $out" >&3
+    rel=${out#rel=}; rel=${rel%% *}
+    agree=${out#*agree=}; agree=${agree%% *}
+    awk -v r="$rel" -v a="$agree" 'BEGIN { exit !(r <= 0.05 && a >= 0.95) }'
+}
+
+@test "_scale_inv exactly for the FP8 tensors: GGUF, Hugging Face and F32 inputs, mixed rules" {
+    local in rules n tok out
+    tok=$(ref_tokens "$V3")
+    ds ds-run -m "$(f32 v3)" --tokens "$tok" --dump-logits f.f32
+    for rules in "-t fp8:42" "-t q8_0:0" "-t q8_0 --tensor-type ffn_.*_exps=fp8:9" \
+                 "-t q8_0 --tensor-type attn_kv_b=fp8:4" "-t fp8 --tensor-type ffn_.*_exps=q8_0:33" \
+                 "-t q4_k_m --tensor-type ffn_.*_shexp=fp8:9"; do
+        n=${rules##*:}
+        for in in "$(kept_fp8)" "$V3" "$(f32 v3)"; do
+            # shellcheck disable=SC2086
+            run -0 ds ds-quantize -q ${rules%:*} "$in" -o q.gguf
+            run -0 fp8_scales q.gguf
+            assert_output "$n fp8"
+            # kv_b stays whole exactly when it is FP8
+            run -0 ds ds-convert --list q.gguf
+            if [[ $rules == *attn_kv_b=fp8* || $rules == "-t fp8"* ]]; then
+                assert_output --regexp 'blk.0.attn_kv_b.weight +f8_e4m3'
+                refute_output --partial 'attn_k_b'
+            else
+                assert_output --regexp 'blk.0.attn_k_b.weight +q'
+                refute_output --partial 'attn_kv_b'
+            fi
+            mv q.gguf "q-${in##*/}.gguf"
+        done
+        # the same model whatever the input: FP8 requantized from its F32 dequantization
+        # gives back its bytes and scales
+        ds ds-run -m q-v3-f32.gguf.gguf --tokens "$tok" --dump-logits q.f32
+        for in in q-v3-kept-fp8.gguf.gguf q-tiny-v3-fp8.gguf; do
+            diff <(ds ds-convert --list "$in" | sed -n '/^tensors:/,$p') \
+                 <(ds ds-convert --list q-v3-f32.gguf.gguf | sed -n '/^tensors:/,$p')
+            ds ds-run -m "$in" --tokens "$tok" --dump-logits o.f32
+            cmp o.f32 q.f32
+        done
+        out=$(compare_logits q.f32 f.f32 512)
+        echo "# ${rules%:*} vs f32: $out" >&3
+        rel=${out#rel=}; rel=${rel%% *}
+        awk -v r="$rel" 'BEGIN { exit !(r <= 0.3) }'
+        rm q-*.gguf
+    done
+}
+
+@test "interop: q8_0 made from a kept-FP8 GGUF loads in llama.cpp" {
+    command -v node >/dev/null 2>&1 || skip "node not found"
+    [[ -d $REPO/tests/interop/node_modules/node-llama-cpp ]] ||
+        skip "llama.cpp harness not installed (run tests/interop/install.sh)"
+    ds ds-quantize -q -t q8_0 "$(kept_fp8)" -o q.gguf
+    run --separate-stderr node "$REPO/tests/interop/load.mjs" q.gguf
+    [ "$status" -eq 0 ] || fail "llama.cpp failed to load: $stderr"
+    assert_output --partial '"ok":true'
+    assert_output --partial '"type":"deepseek2 ?B Q8_0"'
+}

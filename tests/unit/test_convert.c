@@ -245,6 +245,133 @@ TEST(failure_leaves_nothing)
     ASSERT(strstr(ds_errmsg(), "missing.gguf"));
 }
 
+/* ds-quantize's kind of hook: F32 vectors and norms, FP8 where the name
+ * contains ud, Q8_0 elsewhere */
+static enum ds_type fp8_where(void *ud, const struct ds_meta *meta, const char *name,
+                              uint32_t n_dims, const int64_t *ne, enum ds_type planned,
+                              const char **note)
+{
+    (void)meta, (void)ne, (void)planned;
+    *note = NULL;
+    if (n_dims < 2 || strstr(name, "_norm") || strstr(name, "ffn_gate_inp"))
+        return DS_TYPE_F32;
+    return strstr(name, (const char *)ud) ? DS_TYPE_F8_E4M3 : DS_TYPE_Q8_0;
+}
+
+/* GGUF of path: each FP8 tensor is followed by its "<name>_scale_inv" and no
+ * other scale is there; returns the number of FP8 tensors, or -1. */
+static int fp8_with_scales(const char *path)
+{
+    struct ds_reader *r = NULL;
+    struct ds_gguf g;
+    int n = 0;
+    ds_gguf_init(&g);
+    if (ds_reader_open(&r, path) || ds_gguf_read(r, &g))
+        n = -1;
+    for (size_t i = 0; n >= 0 && i < g.n_tensors; i++) {
+        const struct ds_tensor_info *t = &g.tensors[i], *prev = i ? t - 1 : NULL;
+        size_t len = strlen(t->name);
+        if (len > 10 && !strcmp(t->name + len - 10, "_scale_inv")) {
+            if (!prev || prev->type != DS_TYPE_F8_E4M3 || strncmp(prev->name, t->name, len - 10) ||
+                prev->name[len - 10]) {
+                fprintf(stderr, "%s: stray %s\n", path, t->name);
+                n = -1;
+            }
+        } else if (t->type == DS_TYPE_F8_E4M3) {
+            n++;
+            if (i + 1 == g.n_tensors || strncmp(g.tensors[i + 1].name, t->name, len) ||
+                strcmp(g.tensors[i + 1].name + len, "_scale_inv")) {
+                fprintf(stderr, "%s: %s has no scale after it\n", path, t->name);
+                n = -1;
+            }
+        }
+    }
+    ds_gguf_release(&g);
+    ds_reader_free(r);
+    return n;
+}
+
+/* Type of tensor name in the GGUF path, or -1 when it is not there. */
+static int type_in(const char *path, const char *name)
+{
+    struct ds_reader *r = NULL;
+    struct ds_gguf g;
+    long i = -1;
+    int t = -1;
+    ds_gguf_init(&g);
+    if (!ds_reader_open(&r, path) && !ds_gguf_read(r, &g) && (i = ds_gguf_find(&g, name)) >= 0)
+        t = (int)g.tensors[i].type;
+    ds_gguf_release(&g);
+    ds_reader_free(r);
+    return t;
+}
+
+/* An FP8 tensor without a Hugging Face name (passed through as it is) keeps
+ * its scale only while it stays FP8; so do the others, whatever the rules. */
+TEST(scales_only_with_fp8)
+{
+    char *buf = NULL, *hit;
+    size_t len;
+    struct ds_tensor_info ti;
+    struct ds_convert_opts o = {.to = DS_FORMAT_GGUF, .outtype = -1,
+                                .write_flags = DS_WRITE_FORCE, .type_of = fp8_where};
+    float *a, *b;
+    char pt[512], out[512], kept[512]; /* tmp() reuses its buffers */
+    snprintf(pt, sizeof(pt), "%s", tmp("pt.gguf"));
+    snprintf(kept, sizeof(kept), "%s", tmp("k.gguf"));
+    ASSERT_OK(convert(test_data("tiny-v3-fp8"), tmp("k.gguf"), DS_FORMAT_GGUF, DS_TYPE_F8_E4M3));
+    ASSERT(fp8_with_scales(tmp("k.gguf")) == 42);
+    /* rename the MTP eh_proj (and its scale) to a name nothing maps */
+    ASSERT_OK(ds_read_file(tmp("k.gguf"), 64 << 20, &buf, &len));
+    for (char *p = buf; (hit = memmem(p, len - (size_t)(p - buf), "nextn.eh_proj", 13));
+         p = hit + 13)
+        memcpy(hit, "nextn.zz_proj", 13);
+    {
+        FILE *f = fopen(tmp("pt.gguf"), "wb");
+        ASSERT(f && fwrite(buf, 1, len, f) == len && fclose(f) == 0);
+    }
+    free(buf);
+    /* as stored: it stays FP8 with its scale */
+    ASSERT_OK(convert(tmp("pt.gguf"), tmp("pt-kept.gguf"), DS_FORMAT_GGUF, -1));
+    ASSERT(fp8_with_scales(tmp("pt-kept.gguf")) == 42);
+    /* everything Q8_0: no scale anywhere, the passthrough one included */
+    o.input = pt;
+    o.output = out;
+    snprintf(out, sizeof(out), "%s", tmp("pt-q8.gguf"));
+    o.type_ud = "no such tensor";
+    ASSERT_OK(ds_convert(&o, NULL));
+    ASSERT(fp8_with_scales(tmp("pt-q8.gguf")) == 0);
+    ASSERT(type_in(tmp("pt-q8.gguf"), "blk.3.nextn.zz_proj.weight") == DS_TYPE_Q8_0);
+    /* only it FP8: its scale copied, and nothing else */
+    snprintf(out, sizeof(out), "%s", tmp("pt-fp8.gguf"));
+    o.type_ud = "zz_proj";
+    ASSERT_OK(ds_convert(&o, NULL));
+    ASSERT(fp8_with_scales(tmp("pt-fp8.gguf")) == 1);
+    a = read_gguf_f32(tmp("pt-fp8.gguf"), "blk.3.nextn.zz_proj.weight_scale_inv", &ti);
+    b = read_gguf_f32(tmp("k.gguf"), "blk.3.nextn.eh_proj.weight_scale_inv", &ti);
+    ASSERT(a && b && ti.ne[0] == 3 && ti.ne[1] == 2 && !memcmp(a, b, 6 * sizeof(float)));
+    free(a);
+    free(b);
+    /* mixed rules on the Hugging Face and GGUF inputs: stacks, kv_b whole or split */
+    for (int in = 0; in < 2; in++) {
+        o.input = in ? kept : test_data("tiny-v3-fp8");
+        snprintf(out, sizeof(out), "%s", tmp("mix.gguf"));
+        o.type_ud = "_exps";
+        ASSERT_OK(ds_convert(&o, NULL));
+        ASSERT(fp8_with_scales(tmp("mix.gguf")) == 9);
+        a = read_gguf_f32(tmp("mix.gguf"), "blk.1.ffn_up_exps.weight_scale_inv", &ti);
+        ASSERT(a && ti.n_dims == 3 && ti.ne[0] == 2 && ti.ne[1] == 1 && ti.ne[2] == 16);
+        free(a);
+        ASSERT(type_in(tmp("mix.gguf"), "blk.0.attn_k_b.weight") == DS_TYPE_Q8_0);
+        ASSERT(type_in(tmp("mix.gguf"), "blk.0.attn_kv_b.weight") < 0);
+        o.type_ud = "attn_kv_b";
+        ASSERT_OK(ds_convert(&o, NULL));
+        ASSERT(fp8_with_scales(tmp("mix.gguf")) == 4);
+        ASSERT(type_in(tmp("mix.gguf"), "blk.0.attn_k_b.weight") < 0);
+        ASSERT(type_in(tmp("mix.gguf"), "blk.0.attn_kv_b.weight") == DS_TYPE_F8_E4M3);
+    }
+}
+
 int main(void)
 {
     char cmd[300];
@@ -258,6 +385,7 @@ int main(void)
     RUN(layouts_and_dequant);
     RUN(failure_leaves_nothing);
     RUN(stream_input);
+    RUN(scales_only_with_fp8);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)
         fprintf(stderr, "could not remove %s\n", tmpdir);
