@@ -11,6 +11,7 @@
  *   ds_convert.h      checkpoint conversion (Hugging Face <-> GGUF)
  *   ds_tokenizer.h    byte-level BPE tokenizer from GGUF metadata
  *   ds_bpe.h          training a byte-level BPE tokenizer on a text
+ *   ds_tcache.h       teacher top-k logits cache for distillation (and SHA-256)
  *   ds_model.h        model loading and the forward pass (MLA, MoE, KV cache)
  *   ds_sample.h       sampling (top-k, top-p, min-p, temperature, seed)
  *   ds_chat.h         DeepSeek chat templates
@@ -30,6 +31,7 @@
 #include "ds_convert.h"
 #include "ds_tokenizer.h"
 #include "ds_bpe.h"
+#include "ds_tcache.h"
 #include "ds_model.h"
 #include "ds_sample.h"
 #include "ds_chat.h"
