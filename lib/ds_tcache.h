@@ -45,7 +45,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ds_convert.h"
 #include "ds_error.h"
+#include "ds_model.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -101,6 +103,18 @@ ds_err ds_tcache_commit(struct ds_tcache_writer *w);
 
 /* Without a commit, removes everything written. Accepts NULL. */
 void ds_tcache_writer_free(struct ds_tcache_writer *w);
+
+/* Runs teacher over every window of tokens[0..key->n_tokens) (the corpus the
+ * key was made from: checked by its hash) from an empty cache at position 0,
+ * as the trainer feeds the student, keeps each position's top-k logits
+ * (largest first, ties to the lower id) and writes the cache at dir (flags
+ * as ds_tcache_create). The teacher's vocabulary must be key->n_vocab and its
+ * context at least key->ctx (DS_ERR_ARG). progress (may be NULL) is called
+ * after each window with done/total windows; a non-zero return stops with
+ * DS_ERR_INTERRUPTED and nothing written. */
+ds_err ds_tcache_build(const char *dir, const struct ds_tcache_key *key,
+                       const struct ds_model *teacher, const int32_t *tokens, unsigned flags,
+                       ds_progress_fn progress, void *progress_ud);
 
 /* ---- reading ---------------------------------------------------------------------- */
 

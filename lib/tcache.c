@@ -404,6 +404,76 @@ void ds_tcache_writer_free(struct ds_tcache_writer *w)
     free(w);
 }
 
+/* The k largest of x[0..n) with their indices, largest first, ties to the
+ * lower index (insertion into the sorted prefix; n x k at worst). */
+static void topk(const float *x, size_t n, size_t k, int32_t *ids, float *vals)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t j;
+        if (m == k && !(x[i] > vals[k - 1]))
+            continue;
+        j = m < k ? m++ : k - 1;
+        while (j > 0 && x[i] > vals[j - 1]) {
+            vals[j] = vals[j - 1];
+            ids[j] = ids[j - 1];
+            j--;
+        }
+        vals[j] = x[i];
+        ids[j] = (int32_t)i;
+    }
+}
+
+ds_err ds_tcache_build(const char *dir, const struct ds_tcache_key *key,
+                       const struct ds_model *teacher, const int32_t *tokens, unsigned flags,
+                       ds_progress_fn progress, void *progress_ud)
+{
+    struct ds_tcache_writer *w = NULL;
+    struct ds_ctx *ctx = NULL;
+    float *logits = NULL, *vals = NULL;
+    int32_t *ids = NULL;
+    uint8_t digest[32];
+    uint64_t nw;
+    size_t V, T, K;
+    ds_err rc = DS_OK;
+
+    DS_RETURN_IF(!dir || !key || !teacher || !tokens, DS_ERR_ARG,
+                 "directory, key, teacher or tokens missing");
+    ds_sha256(tokens, key->n_tokens * sizeof(*tokens), digest);
+    DS_RETURN_IF(memcmp(digest, key->tokens, 32), DS_ERR_ARG,
+                 "teacher cache: the tokens are not the corpus of the key");
+    DS_RETURN_IF(ds_model_n_vocab(teacher) != (int64_t)key->n_vocab, DS_ERR_ARG,
+                 "teacher cache: the teacher's vocabulary is %lld, the key's %lu",
+                 (long long)ds_model_n_vocab(teacher), (unsigned long)key->n_vocab);
+    V = key->n_vocab;
+    T = key->ctx;
+    K = key->k;
+    nw = ds_tcache_n_windows(key);
+    DS_CHECK(ds_ctx_new(teacher, (int64_t)T, &ctx));
+    logits = ds_malloc(T * V * sizeof(*logits));
+    ids = ds_malloc(T * K * sizeof(*ids));
+    vals = ds_malloc(T * K * sizeof(*vals));
+    DS_FAIL_IF(!logits || !ids || !vals, DS_ERR_NOMEM, "out of memory");
+    DS_CHECK(ds_tcache_create(dir, key, flags, &w));
+    for (uint64_t i = 0; i < nw; i++) {
+        ds_ctx_reset(ctx);
+        DS_CHECK(ds_forward(ctx, tokens + i * T, T, logits, true));
+        for (size_t p = 0; p < T; p++)
+            topk(logits + p * V, V, K, ids + p * K, vals + p * K);
+        DS_CHECK(ds_tcache_put(w, i, ids, vals));
+        DS_FAIL_IF(progress && progress(progress_ud, i + 1, nw, "teacher"), DS_ERR_INTERRUPTED,
+                   "teacher cache: interrupted");
+    }
+    DS_CHECK(ds_tcache_commit(w));
+out:
+    ds_tcache_writer_free(w);
+    free(vals);
+    free(ids);
+    free(logits);
+    ds_ctx_free(ctx);
+    return rc;
+}
+
 /* ======================================================================== */
 /* Reader                                                                   */
 /* ======================================================================== */

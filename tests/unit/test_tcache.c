@@ -13,8 +13,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ds_convert.h"
 #include "ds_error.h"
 #include "ds_io.h"
+#include "ds_model.h"
 #include "ds_tcache.h"
 #include "test.h"
 
@@ -315,6 +317,75 @@ TEST(damaged_files)
     rm_rf(dir);
 }
 
+static int stop_after_one(void *ud, uint64_t done, uint64_t total, const char *what)
+{
+    (void)ud, (void)total, (void)what;
+    return done >= 1;
+}
+
+/* The cache built from a real model holds, for every position, the k
+ * largest logits that ds_forward gives there, largest first. */
+TEST(build_from_teacher)
+{
+    enum { T = 16, KK = 8, N = 3 * T + 5 };
+    struct ds_convert_opts co = {.input = test_data("tiny-v2lite"), .to = DS_FORMAT_GGUF,
+                                 .outtype = -1, .write_flags = DS_WRITE_FORCE};
+    char gguf[160], dir[160];
+    struct ds_model *m = NULL;
+    struct ds_ctx *ctx = NULL;
+    struct ds_tcache *c = NULL;
+    struct ds_tcache_key key;
+    int32_t tok[N], ids[T * KK];
+    float vals[T * KK], *logits = NULL;
+    int64_t V;
+
+    snprintf(gguf, sizeof(gguf), "%s/v2lite.gguf", scratch);
+    snprintf(dir, sizeof(dir), "%s/built", scratch);
+    co.output = gguf;
+    ASSERT_OK(ds_convert(&co, NULL));
+    ASSERT_OK(ds_model_load(gguf, &m));
+    V = ds_model_n_vocab(m);
+    for (int i = 0; i < N; i++)
+        tok[i] = (int32_t)((i * 97 + 13) % V);
+    ASSERT_OK(ds_tcache_key_init(&key, gguf, tok, N, (uint32_t)V, T, KK));
+
+    ASSERT_ERR(ds_tcache_build(dir, &key, m, tok, 0, stop_after_one, NULL), DS_ERR_INTERRUPTED);
+    ASSERT(access(dir, F_OK) != 0);
+    tok[0]++;
+    ASSERT_ERR(ds_tcache_build(dir, &key, m, tok, 0, NULL, NULL), DS_ERR_ARG);
+    tok[0]--;
+    ASSERT_OK(ds_tcache_build(dir, &key, m, tok, 0, NULL, NULL));
+    ASSERT_OK(ds_tcache_open(dir, &key, &c));
+    ASSERT_OK(ds_ctx_new(m, T, &ctx));
+    logits = malloc((size_t)(T * V) * sizeof(*logits));
+    ASSERT(logits);
+    for (uint64_t w = 0; w < 3; w++) {
+        ASSERT_OK(ds_tcache_get(c, w, ids, vals));
+        ds_ctx_reset(ctx);
+        ASSERT_OK(ds_forward(ctx, tok + w * T, T, logits, true));
+        for (int p = 0; p < T; p++) {
+            const float *l = logits + p * V;
+            int above = 0;
+            for (int j = 0; j < KK; j++) {
+                ASSERT(vals[p * KK + j] == l[ids[p * KK + j]]);
+                if (j)
+                    ASSERT(vals[p * KK + j] <= vals[p * KK + j - 1]);
+                for (int i = 0; i < j; i++)
+                    ASSERT(ids[p * KK + i] != ids[p * KK + j]);
+            }
+            for (int64_t v = 0; v < V; v++)
+                above += l[v] > vals[p * KK + KK - 1];
+            ASSERT(above <= KK - 1);
+        }
+    }
+    free(logits);
+    ds_ctx_free(ctx);
+    ds_tcache_free(c);
+    ds_model_free(m);
+    rm_rf(dir);
+    unlink(gguf);
+}
+
 int main(void)
 {
     snprintf(scratch, sizeof(scratch), "/tmp/ds-test-tcache.XXXXXX");
@@ -333,6 +404,7 @@ int main(void)
     RUN(refuses_other_keys);
     RUN(writer_misuse);
     RUN(damaged_files);
+    RUN(build_from_teacher);
     rm_rf(cache);
     unlink(teacher);
     rmdir(scratch);
