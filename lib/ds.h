@@ -18,6 +18,7 @@
  *   ds_chat.h         DeepSeek chat templates
  *   ds_quant.h        ggml block quantization, dequantization, dot products
  *   ds_quantize.h     which type each tensor gets (presets, rules, fallbacks)
+ *   ds_train.h        training: forward/backward, losses, AdamW, checkpoints
  */
 #ifndef DS_H
 #define DS_H
@@ -39,6 +40,7 @@
 #include "ds_chat.h"
 #include "ds_quant.h"
 #include "ds_quantize.h"
+#include "ds_train.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -492,3 +492,9 @@ ds_err ds_forward(struct ds_ctx *c, const int32_t *tokens, size_t n, float *logi
     }
     return DS_OK;
 }
+
+void ds_model_route(const struct ds_model *m, const struct ds_layer *L, float *s, float *b,
+                    float *gs, int32_t *idx, float *w)
+{
+    route(m, L, s, b, gs, idx, w);
+}

@@ -2061,3 +2061,10 @@ out:
     }
     return rc;
 }
+
+/* For training (train_impl.h): metadata of a model built from hyper-parameters. */
+ds_err ds_hf_hparams_to_meta(const struct ds_hparams *hp, const char *gname, struct ds_meta *m);
+ds_err ds_hf_hparams_to_meta(const struct ds_hparams *hp, const char *gname, struct ds_meta *m)
+{
+    return hparams_to_meta(hp, gname, m);
+}

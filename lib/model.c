@@ -503,3 +503,8 @@ bool ds_model_mmapped(const struct ds_model *m)
 {
     return m->mmapped;
 }
+
+ds_err ds_model_setup_rope(struct ds_model *m)
+{
+    return rope_setup(m);
+}

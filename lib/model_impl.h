@@ -98,4 +98,14 @@ struct ds_model {
     size_t n_owned, cap_owned;
 };
 
+/* Rotary frequencies (m->freqs) and softmax scale of m->hp (model.c; also
+ * used by training, lib/train_model.c, on a model built in memory). */
+ds_err ds_model_setup_rope(struct ds_model *m);
+
+/* The router of forward.c for one token: logits s (E) -> scores in place,
+ * idx/w (k) the chosen experts and their weights; b (E), gs (n_group)
+ * scratch. (Used by training, lib/train_pass.c.) */
+void ds_model_route(const struct ds_model *m, const struct ds_layer *L, float *s, float *b,
+                    float *gs, int32_t *idx, float *w);
+
 #endif

@@ -27,6 +27,7 @@ is_binary_reader() {
 needed_opts() {
     case $1 in
     ds-quantize) echo "-t q8_0" ;;
+    ds-distill) echo "--data $DATA/shakespeare-12k.txt --steps 1 --batch 1 --ctx 8 --keep-layers 0 -T 1" ;;
     *) ;;
     esac
 }
