@@ -16,6 +16,7 @@
 
 #include "ds_io.h"
 #include "ds_tcache.h"
+#include "ds_train.h"
 #include "error_impl.h"
 #include "ds_banned.h"
 
@@ -404,26 +405,6 @@ void ds_tcache_writer_free(struct ds_tcache_writer *w)
     free(w);
 }
 
-/* The k largest of x[0..n) with their indices, largest first, ties to the
- * lower index (insertion into the sorted prefix; n x k at worst). */
-static void topk(const float *x, size_t n, size_t k, int32_t *ids, float *vals)
-{
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t j;
-        if (m == k && !(x[i] > vals[k - 1]))
-            continue;
-        j = m < k ? m++ : k - 1;
-        while (j > 0 && x[i] > vals[j - 1]) {
-            vals[j] = vals[j - 1];
-            ids[j] = ids[j - 1];
-            j--;
-        }
-        vals[j] = x[i];
-        ids[j] = (int32_t)i;
-    }
-}
-
 ds_err ds_tcache_build(const char *dir, const struct ds_tcache_key *key,
                        const struct ds_model *teacher, const int32_t *tokens, unsigned flags,
                        ds_progress_fn progress, void *progress_ud)
@@ -459,7 +440,7 @@ ds_err ds_tcache_build(const char *dir, const struct ds_tcache_key *key,
         ds_ctx_reset(ctx);
         DS_CHECK(ds_forward(ctx, tokens + i * T, T, logits, true));
         for (size_t p = 0; p < T; p++)
-            topk(logits + p * V, V, K, ids + p * K, vals + p * K);
+            ds_logits_topk(logits + p * V, (int64_t)V, (int64_t)K, ids + p * K, vals + p * K);
         DS_CHECK(ds_tcache_put(w, i, ids, vals));
         DS_FAIL_IF(progress && progress(progress_ud, i + 1, nw, "teacher"), DS_ERR_INTERRUPTED,
                    "teacher cache: interrupted");
