@@ -6,6 +6,8 @@
 #   make check-valgrind  the CLI tests under valgrind
 #   make install         PREFIX=/usr/local DESTDIR= (symmetric: make uninstall)
 #   make man completions regenerate the committed man pages and completions
+#   make demo            the toolkit on the committed demo model (under a minute)
+#   make demo-model      retrain the demo model and its students (data/demo/README.md)
 #
 # Variables: CFLAGS (user, default -O2 -g), MOREFLAGS (appended), OPENMP=0 to
 # build without OpenMP, DEVELOPER=1 for -Werror, O=DIR to build elsewhere.
@@ -75,7 +77,8 @@ MAN_SCD    := $(sort $(wildcard man/*.scd))
 MAN_OUT    := $(MAN_SCD:.scd=)
 
 .PHONY: all lib tools check check-unit check-fuzz check-cli check-docs check-man \
-        asan ubsan check-valgrind install uninstall man completions clean bench demo
+        asan ubsan check-valgrind install uninstall man completions clean bench demo \
+        demo-model
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -139,14 +142,53 @@ bench: all $(O)/build/bench/gen-checkpoint $(O)/build/bench/membw $(O)/build/ben
 	sh bench/mtp.sh
 	sh bench/scaling.sh
 
-# The demo: the tiny FP8 DeepSeek-V3 checkpoint to GGUF, listed, back, and run
-# (random weights: the text is noise, shown as bytes).
+# The demo: the committed demo model (data/demo/demo.gguf, see
+# data/demo/README.md) to Hugging Face safetensors and back, quantized to
+# q8_0, run on a prompt, and its held-out perplexity (with ds-eval, when
+# built). About half a minute.
+DEMO_OUT   := $(O)/build/demo
 demo: all
-	$(O)/cmd/ds-convert -f tests/data/tiny-v3-fp8 -o $(O)/build/demo.gguf
-	$(O)/cmd/ds-convert --list $(O)/build/demo.gguf | sed -n '1,3p;/^tensors:/,/blk.0.attn_q_b/p'
-	$(O)/cmd/ds-convert -f --to safetensors $(O)/build/demo.gguf -o $(O)/build/demo-hf
-	ls -l $(O)/build/demo-hf
-	$(O)/cmd/ds-run -v -m $(O)/build/demo.gguf --chat -p "Say hi." -n 16 --temp 0 | od -c | head -3
+	@mkdir -p $(DEMO_OUT)
+	$(O)/cmd/ds-convert -f --to safetensors data/demo/demo.gguf -o $(DEMO_OUT)/demo-hf
+	ls -l $(DEMO_OUT)/demo-hf
+	$(O)/cmd/ds-convert -f $(DEMO_OUT)/demo-hf -o $(DEMO_OUT)/demo.gguf
+	$(O)/cmd/ds-quantize -f -t q8_0 $(DEMO_OUT)/demo.gguf -o $(DEMO_OUT)/demo-q8_0.gguf 2>&1 | \
+	  tail -n 4
+	$(O)/cmd/ds-run -m $(DEMO_OUT)/demo-q8_0.gguf -p "ROMEO:" -n 48 --seed 1
+	@echo
+	@tail -n +36001 data/shakespeare/input.txt > $(DEMO_OUT)/valid.txt
+	@if [ -x $(O)/cmd/ds-eval ]; then \
+	  echo "$(O)/cmd/ds-eval -m $(DEMO_OUT)/demo-q8_0.gguf --perplexity $(DEMO_OUT)/valid.txt --ctx 128"; \
+	  $(O)/cmd/ds-eval -m $(DEMO_OUT)/demo-q8_0.gguf --perplexity $(DEMO_OUT)/valid.txt --ctx 128; \
+	else echo "ds-eval is not built here: perplexity skipped"; fi
+
+# The demo model, rebuilt from data/shakespeare/input.txt as data/demo/README.md
+# describes: tokenizer, teacher, KD student, data-only student, then their
+# held-out losses (build/demo-model/report.txt). Deterministic (fixed seeds;
+# the training gives the same bits for any DEMO_T). Replaces data/demo/*.gguf
+# and *.svg. The KD run computes the teacher's logits as it goes: 150 steps
+# see a third of the text, so a --teacher-cache (one teacher pass over all
+# of it) would cost more here.
+DEMO_B     := $(O)/build/demo-model
+DEMO_T     ?= 2
+DISTILL    := $(O)/cmd/ds-distill -T $(DEMO_T) --no-progress -f
+DEMO_OPTS  := --batch 8 --ctx 128 --lr 3e-3 --min-lr 3e-4 --seed 1 --eval-windows 96 \
+              --data $(DEMO_B)/train.txt --valid $(DEMO_B)/valid.txt --outtype f16
+DEMO_TEACH := --steps 200 --warmup 20 --eval-every 50
+DEMO_STUD  := --steps 150 --warmup 20 --eval-every 50
+demo-model: tools
+	rm -rf $(DEMO_B) && mkdir -p $(DEMO_B)
+	head -n 36000 data/shakespeare/input.txt > $(DEMO_B)/train.txt
+	tail -n +36001 data/shakespeare/input.txt > $(DEMO_B)/valid.txt
+	$(DISTILL) --train-tokenizer 1024 --data $(DEMO_B)/train.txt --vocab-out $(DEMO_B)/vocab.gguf
+	$(DISTILL) --init data/demo/config.json --vocab $(DEMO_B)/vocab.gguf $(DEMO_OPTS) \
+	  $(DEMO_TEACH) --log $(DEMO_B)/teacher.jsonl --plot data/demo/teacher.svg \
+	  -o data/demo/demo.gguf
+	$(DISTILL) --init data/demo/student.json -m data/demo/demo.gguf --topk 64 --temperature 1 \
+	  $(DEMO_OPTS) $(DEMO_STUD) --log $(DEMO_B)/student-kd.jsonl --plot data/demo/student.svg -o data/demo/student.gguf
+	$(DISTILL) --init data/demo/student.json --vocab $(DEMO_B)/vocab.gguf $(DEMO_OPTS) \
+	  $(DEMO_STUD) --log $(DEMO_B)/student-data.jsonl -o $(DEMO_B)/student-data.gguf
+	sh data/demo/report.sh $(DEMO_B) | tee $(DEMO_B)/report.txt
 
 # ---- tests -------------------------------------------------------------------
 

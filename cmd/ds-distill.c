@@ -45,6 +45,10 @@ enum {
     OPT_LOG,
     OPT_OUTTYPE,
     OPT_STOP_AT,
+    OPT_TEACHER_CACHE,
+    OPT_PLOT,
+    OPT_TRAIN_TOKENIZER,
+    OPT_VOCAB_OUT,
 };
 
 static const struct ds_opt options[] = {
@@ -101,6 +105,13 @@ static const struct ds_opt options[] = {
     {OPT_STOP_AT, 0, "stop-at", "N",
      "stop after step N with a checkpoint and no output, to be resumed (0: run all steps)", "0",
      NULL, false},
+    {OPT_TEACHER_CACHE, 0, "teacher-cache", "DIR",
+     "cache the teacher's top-k logits in DIR (made once, reused)", NULL, "dir", false},
+    {OPT_PLOT, 0, "plot", "FILE", "write the loss curves as SVG", NULL, "file", false},
+    {OPT_TRAIN_TOKENIZER, 0, "train-tokenizer", "N",
+     "train a BPE tokenizer of N tokens on --data", NULL, NULL, false},
+    {OPT_VOCAB_OUT, 0, "vocab-out", "FILE", "the vocabulary --train-tokenizer writes", NULL,
+     "file", false},
     {0, 0, NULL, NULL, NULL, NULL, NULL, false},
 };
 
@@ -142,6 +153,7 @@ struct run {
     float *tlogits;          /* (batch, ctx, V) */
     int32_t *tids;           /* (batch, ctx, topk) */
     float *tvals;
+    struct ds_tcache *tcache; /* --teacher-cache: top-k logits by window id */
     /* data */
     int32_t *train, *valid;
     size_t n_train, n_valid;
@@ -152,6 +164,10 @@ struct run {
     bool progress;
     double t_start;
     int64_t step0;
+    /* --plot: the curves so far */
+    const char *plot;
+    double *p_step, *p_loss, *p_ce, *p_vstep, *p_valid;
+    size_t p_n, p_cap, p_vn, p_vcap;
 };
 
 static double now(void)
@@ -186,8 +202,13 @@ static ds_err teacher_batch(struct run *r, int64_t n, const int64_t *win, const 
                             struct ds_batch *b)
 {
     const int64_t C = r->o.ctx, V = ds_model_n_vocab(r->teacher);
-    (void)win;
-    for (int64_t s = 0; s < n; s++) {
+    for (int64_t s = 0; r->tcache && s < n; s++) {
+        ds_err e = ds_tcache_get(r->tcache, (uint64_t)win[s], r->tids + s * C * r->topk,
+                                 r->tvals + s * C * r->topk);
+        if (e != DS_OK)
+            return e;
+    }
+    for (int64_t s = 0; !r->tcache && s < n; s++) {
         float *lg = r->tlogits + s * C * V;
         ds_ctx_reset(r->tctx);
         ds_err e = ds_forward(r->tctx, tokens + s * (C + 1), (size_t)C, lg, true);
@@ -277,6 +298,54 @@ static void log_step(struct run *r, const struct ds_step_stats *st, double tps, 
     fflush(r->log);
 }
 
+/* Appends (x, a, b) to the plot arrays xs/as/bs (bs may be NULL). */
+static void plot_push(struct run *r, double **xs, double **as, double **bs, size_t *n,
+                      size_t *cap, double x, double a, double b)
+{
+    if (!r->plot)
+        return;
+    if (*n == *cap) {
+        size_t nc = *cap ? 2 * *cap : 256;
+        double *nx = realloc(*xs, nc * sizeof(double)), *na, *nb = NULL;
+        if (nx)
+            *xs = nx;
+        na = nx ? realloc(*as, nc * sizeof(double)) : NULL;
+        if (na)
+            *as = na;
+        if (na && bs && (nb = realloc(*bs, nc * sizeof(double))))
+            *bs = nb;
+        if (!nx || !na || (bs && !nb))
+            ds_cli_fail(r->c, DS_ERR_NOMEM);
+        *cap = nc;
+    }
+    (*xs)[*n] = x;
+    (*as)[*n] = a;
+    if (bs)
+        (*bs)[*n] = b;
+    (*n)++;
+}
+
+/* Writes the --plot file: training loss (and its cross-entropy part when
+ * distilling) per step, held-out loss at each evaluation. */
+static void write_plot(struct run *r)
+{
+    struct ds_plot_series s[3];
+    size_t n = 0;
+    struct ds_plot p = {r->teacher ? "ds-distill: distillation" : "ds-distill: training",
+                        "step", "loss (nats/token)", 0, 0};
+    ds_err e;
+    if (!r->plot)
+        return;
+    s[n++] = (struct ds_plot_series){"training loss", r->p_step, r->p_loss, r->p_n};
+    if (r->teacher)
+        s[n++] = (struct ds_plot_series){"training cross-entropy", r->p_step, r->p_ce, r->p_n};
+    if (r->valid)
+        s[n++] = (struct ds_plot_series){"held-out cross-entropy", r->p_vstep, r->p_valid,
+                                         r->p_vn};
+    if ((e = ds_plot_write(r->plot, DS_WRITE_FORCE, &p, s, n)) != DS_OK)
+        ds_cli_fail(r->c, e);
+}
+
 static void log_eval(struct run *r, int64_t step, double valid)
 {
     if (r->log) {
@@ -284,6 +353,7 @@ static void log_eval(struct run *r, int64_t step, double valid)
         fflush(r->log);
     }
     ds_cli_info(r->c, "step %lld: held-out loss %.4f", (long long)step, valid);
+    plot_push(r, &r->p_vstep, &r->p_valid, NULL, &r->p_vn, &r->p_vcap, (double)step, valid, 0);
 }
 
 static void save_checkpoint(struct run *r)
@@ -338,7 +408,11 @@ static void train(struct run *r, int64_t eval_every, int64_t save_every, int64_t
             if ((e = evaluate(r, &valid)) != DS_OK)
                 ds_cli_fail(r->c, e);
             ds_cli_info(r->c, "step %lld: held-out loss %.4f", (long long)st.step, valid);
+            plot_push(r, &r->p_vstep, &r->p_valid, NULL, &r->p_vn, &r->p_vcap,
+                      (double)st.step, valid, 0);
         }
+        plot_push(r, &r->p_step, &r->p_loss, &r->p_ce, &r->p_n, &r->p_cap, (double)st.step,
+                  st.loss.loss, st.loss.ce);
         log_step(r, &st, tps, valid);
         draw_progress(r, &st, tps, last || stop_signal || st.step == stop_at);
         if (save_every > 0 && st.step % save_every == 0 && !last)
@@ -375,6 +449,76 @@ static int64_t *parse_layers(struct ds_cli *c, const char *s, size_t *n)
     return v;
 }
 
+/* Progress of the teacher cache: windows done of total, on stderr. */
+static int cache_progress(void *ud, uint64_t done, uint64_t total, const char *what)
+{
+    struct run *r = ud;
+    static double last;
+    double t = now();
+    if (!r->progress || (done < total && t - last < 0.15))
+        return 0;
+    last = t;
+    fprintf(stderr, "\r%s: %s cache: window %llu/%llu   %s", r->c->prog, what,
+            (unsigned long long)done, (unsigned long long)total, done == total ? "\n" : "");
+    return 0;
+}
+
+/* --teacher-cache: opens the cache for this teacher, text, --ctx and --topk,
+ * running the teacher over the whole text first when there is none. */
+static void open_teacher_cache(struct run *r, const char *dir, const char *teacher)
+{
+    struct ds_tcache_key key;
+    ds_err e = ds_tcache_key_init(&key, teacher, r->train, r->n_train,
+                                  (uint32_t)ds_model_n_vocab(r->teacher), (uint32_t)r->o.ctx,
+                                  (uint32_t)r->topk);
+    if (e != DS_OK)
+        ds_cli_fail(r->c, e);
+    e = ds_tcache_open(dir, &key, &r->tcache);
+    if (e == DS_ERR_NOT_FOUND) {
+        ds_cli_info(r->c, "teacher cache '%s': running the teacher over %llu windows", dir,
+                    (unsigned long long)ds_tcache_n_windows(&key));
+        e = ds_tcache_build(dir, &key, r->teacher, r->train, 0, cache_progress, r);
+        if (e == DS_OK)
+            e = ds_tcache_open(dir, &key, &r->tcache);
+    } else if (e == DS_OK) {
+        ds_cli_info(r->c, "teacher cache '%s': reused", dir);
+    }
+    if (e != DS_OK)
+        ds_cli_fail(r->c, e);
+}
+
+/* --train-tokenizer: trains on the --data text and writes the vocabulary. */
+static void train_tokenizer(struct ds_cli *c, const char *data, long long n, const char *out)
+{
+    struct ds_bpe_opts o;
+    struct ds_bpe_stats st;
+    struct ds_meta *m = ds_meta_new();
+    char *text = NULL;
+    size_t len;
+    ds_err e;
+
+    if (!m)
+        ds_cli_fail(c, DS_ERR_NOMEM);
+    if ((e = ds_read_file(data, (size_t)1 << 31, &text, &len)) != DS_OK)
+        ds_cli_fail(c, e);
+    ds_bpe_opts_init(&o);
+    o.vocab_size = (uint32_t)n;
+    if ((e = ds_bpe_train(text, len, &o, m, &st)) != DS_OK) {
+        ds_cli_error(c, "'%s': %s", data, ds_errmsg());
+        exit(DS_EXIT_FAILURE);
+    }
+    if ((e = ds_bpe_write_vocab(m, NULL, out, c->force ? DS_WRITE_FORCE : 0)) != DS_OK)
+        ds_cli_fail(c, e);
+    if (c->level >= 2)
+        fprintf(stderr, "%s: tokenizer: %lld tokens (%lu merges%s) written to '%s'; the text is "
+                        "%llu tokens (%.2f bytes per token)\n",
+                c->prog, n, (unsigned long)st.n_merges, st.n_padding ? ", padded" : "", out,
+                (unsigned long long)st.n_tokens,
+                st.n_tokens ? (double)len / (double)st.n_tokens : 0.0);
+    free(text);
+    ds_meta_free(m);
+}
+
 static bool exists(const char *path)
 {
     struct stat sb;
@@ -394,8 +538,9 @@ int main(int argc, char **argv)
     };
     struct run r = {.c = &c, .eval_windows = 64};
     const char *arg, *teacher = NULL, *init = NULL, *vocab = NULL, *layers_s = NULL,
-                     *data = NULL, *valid = NULL, *resume = NULL, *log = NULL, *ckpt = NULL;
-    long long keep_experts = 0, eval_every = 0, save_every = 0, stop_at = 0;
+                     *data = NULL, *valid = NULL, *resume = NULL, *log = NULL, *ckpt = NULL,
+                     *tcache = NULL, *vocab_out = NULL;
+    long long keep_experts = 0, eval_every = 0, save_every = 0, stop_at = 0, tok_size = 0;
     enum ds_type outtype = DS_TYPE_F32;
     struct ds_tokenizer *tok = NULL;
     bool steps_set = false;
@@ -449,6 +594,13 @@ int main(int argc, char **argv)
             break;
         case OPT_LOG: log = arg; break;
         case OPT_STOP_AT: stop_at = ds_cli_int(&c, "--stop-at", arg, 0, 1LL << 40); break;
+        case OPT_TEACHER_CACHE: tcache = arg; break;
+        case OPT_PLOT: r.plot = arg; break;
+        case OPT_TRAIN_TOKENIZER:
+            tok_size = ds_cli_int(&c, "--train-tokenizer", arg, DS_BPE_MIN_VOCAB,
+                                  DS_BPE_MAX_VOCAB);
+            break;
+        case OPT_VOCAB_OUT: vocab_out = arg; break;
         case OPT_OUTTYPE:
             if (!strcmp(arg, "f32"))
                 outtype = DS_TYPE_F32;
@@ -471,6 +623,27 @@ int main(int argc, char **argv)
     }
     if (!data)
         ds_cli_usage_error(&c, "no training text; give one with --data TEXT");
+    if (!tok_size != !vocab_out)
+        ds_cli_usage_error(&c, "--train-tokenizer N and --vocab-out FILE go together");
+    if (tok_size) {
+        if (resume || teacher || (init && vocab))
+            ds_cli_usage_error(&c, "--train-tokenizer makes the tokenizer of a new model: it "
+                                   "excludes a teacher, --resume and --vocab");
+        if (exists(vocab_out) && !c.force) {
+            ds_cli_error(&c, "'%s' already exists; use -f to overwrite it", vocab_out);
+            return DS_EXIT_FAILURE;
+        }
+        ds_set_threads(c.threads);
+        train_tokenizer(&c, data, tok_size, vocab_out);
+        if (!init) { // the tokenizer was all there was to do
+            ds_cli_finish_stdout(&c);
+            return DS_EXIT_OK;
+        }
+        vocab = vocab_out;
+    }
+    if (tcache && (!teacher || r.topk <= 0))
+        ds_cli_usage_error(&c, "--teacher-cache keeps a teacher's top-k logits: it needs a "
+                               "teacher and --topk K");
     if (resume && (init || layers_s || keep_experts))
         ds_cli_usage_error(&c, "--resume continues a saved student; --init, --keep-layers and "
                                "--keep-experts make a new one");
@@ -570,6 +743,8 @@ int main(int argc, char **argv)
         }
         if (!r.tlogits || (r.topk > 0 && (!r.tids || !r.tvals)))
             ds_cli_fail(&c, DS_ERR_NOMEM);
+        if (tcache)
+            open_teacher_cache(&r, tcache, teacher);
     }
     if (log && !(r.log = fopen(log, resume ? "a" : "w"))) {
         ds_cli_error(&c, "cannot open '%s': %s", log, strerror(errno));
@@ -589,6 +764,7 @@ int main(int argc, char **argv)
         if (!r.ckpt)
             ds_cli_warn(&c, "interrupted; no checkpoint directory (--checkpoint), nothing saved");
         save_checkpoint(&r);
+        write_plot(&r);
         if (r.ckpt)
             ds_cli_warn(&c, "interrupted at step %lld; checkpoint saved to '%s' (continue with "
                             "--resume)",
@@ -602,6 +778,7 @@ int main(int argc, char **argv)
     }
     if (stop_at > 0 && ds_trainer_step_count(r.tr) < r.o.steps) {
         save_checkpoint(&r);
+        write_plot(&r);
         if (c.level >= 2)
             fprintf(stderr, "%s: stopped at step %lld; checkpoint saved to '%s'\n", c.prog,
                     (long long)ds_trainer_step_count(r.tr), r.ckpt);
@@ -612,6 +789,7 @@ int main(int argc, char **argv)
     }
     if (ckpt != ckbuf || save_every > 0)
         save_checkpoint(&r);
+    write_plot(&r);
     if ((e = ds_tmodel_save(r.m, c.output, outtype, c.force ? DS_WRITE_FORCE : 0)) != DS_OK)
         ds_cli_fail(&c, e);
     if (r.log && fclose(r.log) != 0) {
@@ -632,6 +810,12 @@ int main(int argc, char **argv)
     free(r.tlogits);
     free(r.tids);
     free(r.tvals);
+    ds_tcache_free(r.tcache);
+    free(r.p_step);
+    free(r.p_loss);
+    free(r.p_ce);
+    free(r.p_vstep);
+    free(r.p_valid);
     ds_cli_finish_stdout(&c);
     return DS_EXIT_OK;
 }

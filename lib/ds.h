@@ -10,6 +10,9 @@
  *   ds_hf.h           Hugging Face config and tokenizer <-> deepseek2 metadata
  *   ds_convert.h      checkpoint conversion (Hugging Face <-> GGUF)
  *   ds_tokenizer.h    byte-level BPE tokenizer from GGUF metadata
+ *   ds_bpe.h          training a byte-level BPE tokenizer on a text
+ *   ds_tcache.h       teacher top-k logits cache for distillation (and SHA-256)
+ *   ds_plot.h         SVG line plots (training curves)
  *   ds_model.h        model loading and the forward pass (MLA, MoE, KV cache)
  *   ds_sample.h       sampling (top-k, top-p, min-p, temperature, seed)
  *   ds_chat.h         DeepSeek chat templates
@@ -31,6 +34,9 @@
 #include "ds_hf.h"
 #include "ds_convert.h"
 #include "ds_tokenizer.h"
+#include "ds_bpe.h"
+#include "ds_tcache.h"
+#include "ds_plot.h"
 #include "ds_model.h"
 #include "ds_sample.h"
 #include "ds_chat.h"

@@ -29,6 +29,7 @@
 #include "ds_tokenizer.h"
 #include "error_impl.h"
 #include "pretok_impl.h"
+#include "tokenizer_impl.h"
 #include "ds_banned.h"
 
 /* Largest vocabulary accepted (as hf.c). */
@@ -203,6 +204,14 @@ static void byte_tables(uint16_t b2u[256], int16_t u2b[BYTE_CP_END])
         b2u[b] = (uint16_t)(keep ? b : 256 + n++);
         u2b[b2u[b]] = (int16_t)b;
     }
+}
+
+size_t tok_byte_char(unsigned char b, char out[4])
+{
+    uint16_t b2u[256];
+    int16_t u2b[BYTE_CP_END];
+    byte_tables(b2u, u2b);
+    return utf8_put(b2u[b], out);
 }
 
 /* ======================================================================== */
@@ -714,6 +723,8 @@ struct enc {
     size_t heap_n, sym_cap;
     struct cslot *cache;
     size_t cache_mask, cache_n;
+    tok_piece_fn piece_fn; /* set: pieces go here instead of to BPE */
+    void *piece_ctx;
 };
 
 static ds_err push_id(struct enc *e, int32_t id)
@@ -831,6 +842,8 @@ static ds_err emit_piece(struct enc *e, const char *p, size_t n)
     size_t h, i, start = e->n;
     struct cslot *s;
 
+    if (e->piece_fn)
+        return e->piece_fn(e->piece_ctx, p, n);
     if (n > CACHE_MAX_PIECE)
         return bpe(e, p, n);
     if (!e->cache || 2 * (e->cache_n + 1) > e->cache_mask + 1) {
@@ -963,6 +976,30 @@ out:
     free(e.cache);
     free(e.heap);
     free(e.sym);
+    pcre2_match_data_free(e.md);
+    return rc;
+}
+
+ds_err tok_pieces(const struct ds_tokenizer *t, const char *text, size_t len, tok_piece_fn fn,
+                  void *ctx)
+{
+    struct enc e = {0};
+    size_t bad;
+    ds_err rc = DS_OK;
+
+    DS_RETURN_IF(!t || !fn || (!text && len), DS_ERR_ARG, "tokenizer, text or callback missing");
+    DS_RETURN_IF(len > MAX_TEXT, DS_ERR_LIMIT, "text of %zu bytes is too long to split", len);
+    bad = utf8_check(text, len);
+    DS_RETURN_IF(bad < len, DS_ERR_ARG, "invalid UTF-8 at byte %zu", bad);
+    e.t = t;
+    e.piece_fn = fn;
+    e.piece_ctx = ctx;
+    e.md = pcre2_match_data_create(1, NULL);
+    DS_FAIL_IF(!e.md, DS_ERR_NOMEM, "out of memory for regex match data");
+    if (len)
+        DS_CHECK(encode_text(&e, text, len, false));
+out:
+    free(e.ids);
     pcre2_match_data_free(e.md);
     return rc;
 }
