@@ -31,6 +31,7 @@
 
 #include "ds_hf.h"
 #include "error_impl.h"
+#include "json_impl.h"
 #include "pretok_impl.h"
 #include "strbuf_impl.h"
 #include "ds_banned.h"
@@ -309,30 +310,7 @@ static ds_err jw_finish(struct jw *w, char **out)
 
 static ds_err json_parse(const char *text, size_t len, const char *name, cJSON **out)
 {
-    const char *end = NULL;
-    cJSON *root;
-
-    *out = NULL;
-    DS_RETURN_IF(len > (size_t)INT32_MAX * 4, DS_ERR_LIMIT, "'%s': %zu bytes of JSON is too large",
-                 name, len);
-    root = cJSON_ParseWithLengthOpts(text, len, &end, false);
-    if (!root) {
-        size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
-        return ds_set_error(DS_ERR_FORMAT, "'%s': invalid JSON near byte %zu", name, at);
-    }
-    if (end) {
-        while (end < text + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
-            end++;
-        if (end < text + len) {
-            size_t at = (size_t)(end - text);
-            cJSON_Delete(root);
-            return ds_set_error(DS_ERR_FORMAT,
-                                "'%s': unexpected data after the JSON value at byte %zu", name,
-                                at);
-        }
-    }
-    *out = root;
-    return DS_OK;
+    return ds_json_parse(text, len, name, "JSON", out);
 }
 
 static const cJSON *jget(const cJSON *o, const char *key)
