@@ -6,7 +6,8 @@
  * reader) goes through ds_json_parse, so that each gets the same checks and
  * messages: no NUL byte, nesting at most DS_JSON_MAX_DEPTH levels (checked
  * before cJSON runs, whatever its build's CJSON_NESTING_LIMIT: the readers
- * walk the tree recursively), one value followed only by whitespace.
+ * walk the tree recursively), one value followed only by whitespace, no
+ * object with a key twice (cJSON finds the first, Python's json the last).
  */
 #ifndef DS_JSON_IMPL_H
 #define DS_JSON_IMPL_H
