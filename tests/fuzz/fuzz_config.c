@@ -21,7 +21,9 @@ static bool same_hparams(const struct ds_hparams *a, const struct ds_hparams *b)
            a->qk_nope_head_dim == b->qk_nope_head_dim &&
            a->qk_rope_head_dim == b->qk_rope_head_dim && a->v_head_dim == b->v_head_dim &&
            a->n_routed_experts == b->n_routed_experts &&
-           a->n_experts_per_tok == b->n_experts_per_tok && a->fp8 == b->fp8 &&
+           // experts per token mean nothing in a dense model (not kept)
+           (!a->n_routed_experts || a->n_experts_per_tok == b->n_experts_per_tok) &&
+           a->fp8 == b->fp8 &&
            strcmp(a->model_type, b->model_type) == 0;
 }
 
