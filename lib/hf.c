@@ -310,7 +310,7 @@ static ds_err jw_finish(struct jw *w, char **out)
 
 static ds_err json_parse(const char *text, size_t len, const char *name, cJSON **out)
 {
-    return ds_json_parse(text, len, name, "JSON", out);
+    return ds_json_parse(text, len, name, "JSON", 0, out);
 }
 
 static const cJSON *jget(const cJSON *o, const char *key)

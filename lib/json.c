@@ -72,7 +72,7 @@ static ds_err check_keys(const cJSON *node, const char *name, const char *what)
 }
 
 ds_err ds_json_parse(const char *text, size_t len, const char *name, const char *what,
-                     cJSON **out)
+                     unsigned flags, cJSON **out)
 {
     const char *end = NULL, *nul = memchr(text, '\0', len);
     size_t deep = too_deep_at(text, len);
@@ -97,7 +97,7 @@ ds_err ds_json_parse(const char *text, size_t len, const char *name, const char 
                                 name, what, (size_t)(p - text));
         }
     }
-    ds_err rc = check_keys(root, name, what);
+    ds_err rc = flags & DS_JSON_DUP_KEYS ? DS_OK : check_keys(root, name, what);
     if (rc != DS_OK) {
         cJSON_Delete(root);
         return rc;

@@ -20,10 +20,15 @@
 
 #define DS_JSON_MAX_DEPTH 128
 
+enum ds_json_flags {
+    DS_JSON_DUP_KEYS = 1 << 0 /* keys given twice are allowed: the caller checks them
+                                 itself (with messages of its own) */
+};
+
 /* Parses text[0..len) into *out (free with cJSON_Delete). On failure
  * DS_ERR_FORMAT with "'NAME': WHAT ..." naming the problem and its byte
  * offset; what describes the input ("header", "index", "JSON", ...). */
 ds_err ds_json_parse(const char *text, size_t len, const char *name, const char *what,
-                     cJSON **out);
+                     unsigned flags, cJSON **out);
 
 #endif

@@ -141,7 +141,8 @@ static cJSON *parse_json(const char *text, size_t len, const char *name, const c
 {
     cJSON *root;
 
-    *rc = ds_json_parse(text, len, name, what, &root);
+    // duplicates (tensors, their fields, index entries) get messages of their own
+    *rc = ds_json_parse(text, len, name, what, DS_JSON_DUP_KEYS, &root);
     return root;
 }
 

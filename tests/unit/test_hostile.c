@@ -517,10 +517,10 @@ TEST(safetensors_tensors)
            DS_ERR_FORMAT, "overlap");
     EXPECT(ST("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
               "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", 16),
-           DS_ERR_FORMAT, "key 'a' twice");
+           DS_ERR_FORMAT, "tensor 'a' appears twice");
     EXPECT(ST("{\"w\":{\"dtype\":\"F32\",\"dtype\":\"F32\",\"shape\":[2],"
               "\"data_offsets\":[0,8]}}", 8),
-           DS_ERR_FORMAT, "key 'dtype' twice");
+           DS_ERR_FORMAT, "two 'dtype' keys");
 }
 
 /* ---- JSON ------------------------------------------------------------------------ */
