@@ -265,3 +265,97 @@ signal_case() {
         rm -rf out
     done
 }
+
+# ---- hostile files under a memory limit ------------------------------------------------
+
+# le64 N: 8 bytes little-endian, as printf escapes
+le64() {
+    local n=$1 out="" i
+    for i in 0 1 2 3 4 5 6 7; do
+        out+=$(printf '\\x%02x' $(((n >> (8 * i)) & 255)))
+    done
+    printf '%s' "$out"
+}
+
+# nested N: a JSON value nested N deep
+nested() {
+    local n=$1
+    { head -c "$n" /dev/zero | tr '\0' '['; head -c "$n" /dev/zero | tr '\0' ']'; }
+}
+
+# limited TOOL ARGS...: the tool under a 1 GiB address-space limit (ulimit -v)
+limited() {
+    (ulimit -v 1048576 && ds "$@")
+}
+
+# hostile STATUS-TEXT TOOL ARGS...: the tool fails with exit 1 and one line
+# on stderr containing TEXT (no crash, no "out of memory")
+hostile() {
+    local text=$1
+    shift
+    run -1 --separate-stderr limited "$@"
+    [[ $stderr != *$'\n'* ]] || fail "$*: more than one line on stderr: $stderr"
+    [[ $stderr == *"$text"* ]] || fail "$*: stderr '$stderr' lacks '$text'"
+    [[ $stderr != *"out of memory"* ]] || fail "$*: $stderr"
+}
+
+@test "faults: hostile files fail cleanly under a 1 GiB memory limit" {
+    [[ -z $DS_EXEC_PREFIX ]] || skip "not under $DS_EXEC_PREFIX"
+    run limited ds-convert --version
+    [[ $status -eq 0 ]] || skip "the tools do not start under ulimit -v (a sanitizer build)"
+    local d=$BATS_FILE_TMPDIR/hostile t
+    mkdir -p "$d"
+    # 2^60 tensors
+    { printf 'GGUF\x03\x00\x00\x00'; printf "$(le64 $((1 << 60)))"; printf "$(le64 0)"; } > "$d/count.gguf"
+    # one f32 tensor of 2^38 elements (1 TiB), 4 KiB of data
+    { printf 'GGUF\x03\x00\x00\x00'; printf "$(le64 1)"; printf "$(le64 0)"
+      printf "$(le64 1)w"; printf '\x01\x00\x00\x00'; printf "$(le64 $((1 << 38)))"
+      printf '\x00\x00\x00\x00'; printf "$(le64 0)"; head -c 4096 /dev/zero; } > "$d/tb.gguf"
+    # a string of 2^30 bytes (the cap) with 100 there
+    { printf 'GGUF\x03\x00\x00\x00'; printf "$(le64 0)"; printf "$(le64 1)"
+      printf "$(le64 4)name"; printf '\x08\x00\x00\x00'; printf "$(le64 $((1 << 30)))"
+      head -c 100 /dev/zero; } > "$d/str.gguf"
+    for t in ds-convert ds-quantize ds-run; do
+        local -a cmd=("$t")
+        case $t in
+        ds-quantize) cmd+=(-t q8_0 -o "$PWD/out.gguf") ;;
+        ds-convert) cmd+=(-o "$PWD/out.gguf") ;;
+        ds-run) cmd+=(-p hi -m) ;;
+        esac
+        echo "# $t"
+        hostile "tensors is too many" "${cmd[@]}" "$d/count.gguf"
+        hostile "past end of file" "${cmd[@]}" "$d/tb.gguf"
+        hostile "past end of file" "${cmd[@]}" "$d/str.gguf"
+        # the same as streams: the claims fail where the input ends
+        # (known: ds-convert and ds-quantize copy a tensor of the same type by whole rows, so
+        # on a stream it asks for the 1 TiB row first and fails with "out of
+        # memory converting 'w'": still one clean line)
+        run -1 --separate-stderr bash -c "cat '$d/tb.gguf' | (ulimit -v 1048576; ds ${cmd[*]} -)"
+        [[ $stderr == *"end of file"* || $stderr == *"missing"* ||
+            $stderr == "$t: out of memory converting 'w'" ]] || fail "$t: $stderr"
+        [[ $stderr != *$'\n'* ]] || fail "$t: $stderr"
+        run -1 --separate-stderr bash -c "cat '$d/str.gguf' | (ulimit -v 1048576; ds ${cmd[*]} -)"
+        [[ $stderr == *"unexpected end of file"* ]] || fail "$t: $stderr"
+    done
+    # Hugging Face inputs: JSON nested 100000 deep, a header length of 2^62
+    mkdir -p "$d/hf"
+    cp "$DATA/tiny-v2lite"/*.json "$DATA/tiny-v2lite/model.safetensors" "$d/hf/"
+    nested 100000 > "$d/hf/config.json"
+    hostile "nested deeper than" ds-convert "$d/hf" -o out.gguf
+    cp "$DATA/tiny-v2lite/config.json" "$d/hf/"
+    nested 100000 > "$d/hf/tokenizer.json"
+    hostile "nested deeper than" ds-convert "$d/hf" -o out.gguf
+    cp "$DATA/tiny-v2lite/tokenizer.json" "$d/hf/"
+    { printf "$(le64 $((1 << 62)))"; printf '{}'; } > "$d/hf/model.safetensors"
+    hostile "larger than the limit" ds-convert "$d/hf" -o out.gguf
+    # an importance matrix claiming 2^28 values, compressed
+    { printf 'GGUF\x03\x00\x00\x00'; printf "$(le64 2)"; printf "$(le64 0)"
+      printf "$(le64 9)a.in_sum2"; printf '\x02\x00\x00\x00'; printf "$(le64 16384)$(le64 16384)"
+      printf '\x00\x00\x00\x00'; printf "$(le64 0)"
+      printf "$(le64 8)a.counts"; printf '\x02\x00\x00\x00'; printf "$(le64 1)$(le64 16384)"
+      printf '\x00\x00\x00\x00'; printf "$(le64 $((1 << 30)))"; head -c 4096 /dev/zero; } |
+        zstd -q > "$d/im.gguf.zst"
+    hostile "past end of file" ds-quantize -t q4_k_m --imatrix "$d/im.gguf.zst" \
+        "$(tiny_gguf)" -o out.gguf
+    assert_dir_empty
+}
