@@ -3,6 +3,7 @@
 #   make                 libds (static + shared) and the tools
 #   make check           C unit tests, fuzz seed replay, bats CLI tests, docs sync
 #   make asan            the same tests built with ASan + UBSan (in build-asan/)
+#   make ubsan           the same tests built with UBSan, OpenMP on (in build-ubsan/)
 #   make check-valgrind  the CLI tests under valgrind
 #   make fuzz            libFuzzer targets (clang), FUZZ_TIME seconds each
 #   make install         PREFIX=/usr/local DESTDIR= (symmetric: make uninstall)
