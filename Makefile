@@ -175,7 +175,7 @@ ubsan:
 	$(MAKE) O=build-ubsan MOREFLAGS="-fsanitize=undefined -fno-sanitize-recover=all $(MOREFLAGS)" check
 
 check-valgrind: all
-	$(MAKE) DS_EXEC_PREFIX="valgrind --error-exitcode=99 -q --leak-check=full --errors-for-leak-kinds=definite" check-unit check-cli
+	$(MAKE) DS_EXEC_PREFIX="valgrind --error-exitcode=99 -q --leak-check=full --errors-for-leak-kinds=definite --suppressions=$(abspath tests/valgrind.supp)" check-unit check-cli
 
 # libFuzzer: each tests/fuzz/fuzz_NAME.c built with clang (ASan + UBSan) over
 # the library, run FUZZ_TIME seconds from its seed corpus tests/fuzz/corpus/NAME
