@@ -3,7 +3,9 @@
 #   make                 libds (static + shared) and the tools
 #   make check           C unit tests, fuzz seed replay, bats CLI tests, docs sync
 #   make asan            the same tests built with ASan + UBSan (in build-asan/)
+#   make ubsan           the same tests built with UBSan, OpenMP on (in build-ubsan/)
 #   make check-valgrind  the CLI tests under valgrind
+#   make fuzz            libFuzzer targets (clang), FUZZ_TIME seconds each
 #   make install         PREFIX=/usr/local DESTDIR= (symmetric: make uninstall)
 #   make man completions regenerate the committed man pages and completions
 #   make demo            the toolkit on the committed demo model (under a minute)
@@ -77,7 +79,7 @@ MAN_SCD    := $(sort $(wildcard man/*.scd))
 MAN_OUT    := $(MAN_SCD:.scd=)
 
 .PHONY: all lib tools check check-unit check-fuzz check-cli check-docs check-man \
-        asan ubsan check-valgrind install uninstall man completions clean bench demo \
+        asan ubsan check-valgrind fuzz install uninstall man completions clean bench demo \
         demo-model
 .DEFAULT_GOAL := all
 .SECONDARY:
@@ -220,8 +222,45 @@ asan:
 ubsan:
 	$(MAKE) O=build-ubsan MOREFLAGS="-fsanitize=undefined -fno-sanitize-recover=all $(MOREFLAGS)" check
 
+# Errors and definite leaks fail; "possibly lost" blocks (libgomp's threads,
+# tools that die by a signal) are not shown, so that stderr stays as tested.
+VALGRIND   := valgrind --error-exitcode=99 -q --leak-check=full --errors-for-leak-kinds=definite \
+              --show-possibly-lost=no --suppressions=$(abspath tests/valgrind.supp)
 check-valgrind: all
-	$(MAKE) DS_EXEC_PREFIX="valgrind --error-exitcode=99 -q --leak-check=full --errors-for-leak-kinds=definite" check-unit check-cli
+	$(MAKE) DS_EXEC_PREFIX="$(VALGRIND)" check-unit check-cli
+
+# libFuzzer: each tests/fuzz/fuzz_NAME.c built with clang (ASan + UBSan) over
+# the library, run FUZZ_TIME seconds from its seed corpus tests/fuzz/corpus/NAME
+# (read only: new inputs go to build-fuzz/corpus/NAME; a crash stops the run
+# and is left in build-fuzz/ as crash-*). FUZZ=NAME... runs only those targets;
+# FUZZ_ARGS are passed to libFuzzer. See tests/fuzz/README.md.
+FUZZ_CC    ?= clang
+FUZZ_TIME  ?= 60
+FUZZ       ?= $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
+FUZZ_ARGS  ?=
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Ilib -fno-omit-frame-pointer \
+              -fsanitize=address,undefined -fno-sanitize-recover=undefined $(DEP_CFLAGS)
+FUZZ_LIB_OBJ := $(LIB_SRC:lib/%.c=build-fuzz/lib/%.o)
+
+build-fuzz/lib/%.o: lib/%.c $(LIB_HDR) $(wildcard lib/*_impl.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+build-fuzz/libds.a: $(FUZZ_LIB_OBJ)
+	rm -f $@
+	$(AR) rcs $@ $^
+
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c build-fuzz/libds.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build-fuzz/libds.a $(DEP_LIBS) -lm -lpthread
+
+fuzz: $(FUZZ:%=build-fuzz/fuzz_%)
+	@set -e; for n in $(FUZZ); do mkdir -p build-fuzz/corpus/$$n; \
+	  d=; [ -f tests/fuzz/$$n.dict ] && d=-dict=tests/fuzz/$$n.dict; \
+	  echo "== fuzz $$n ($(FUZZ_TIME) s)"; \
+	  DS_TESTDATA=tests/data build-fuzz/fuzz_$$n -max_total_time=$(FUZZ_TIME) \
+	    -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=20 -print_final_stats=1 \
+	    -artifact_prefix=build-fuzz/crash-$$n- $$d $(FUZZ_ARGS) \
+	    build-fuzz/corpus/$$n tests/fuzz/corpus/$$n; done
 
 # ---- docs ----------------------------------------------------------------------
 
@@ -289,5 +328,5 @@ uninstall:
 	rm -f $(TOOLS:%=$(DESTDIR)$(FISHCOMPDIR)/%.fish)
 
 clean:
-	rm -rf build build-asan build-ubsan lib/libds.a lib/libds.so lib/libds.so.0 \
+	rm -rf build build-asan build-ubsan build-fuzz lib/libds.a lib/libds.so lib/libds.so.0 \
 	  $(TOOLS:%=cmd/%) libds.pc

@@ -102,6 +102,9 @@ void ds_cli_init(struct ds_cli *c, int argc, char **argv)
     catch_signal(SIGINT);
     catch_signal(SIGTERM);
     catch_signal(SIGHUP);
+    // a closed pipe on stdout or stderr (`... 2>&1 | head`) ends the tool as
+    // usual, by SIGPIPE, but not before its temporary outputs are removed
+    catch_signal(SIGPIPE);
 }
 
 /* ---- messages ----------------------------------------------------------------- */

@@ -31,6 +31,7 @@
 
 #include "ds_hf.h"
 #include "error_impl.h"
+#include "json_impl.h"
 #include "pretok_impl.h"
 #include "strbuf_impl.h"
 #include "ds_banned.h"
@@ -309,30 +310,7 @@ static ds_err jw_finish(struct jw *w, char **out)
 
 static ds_err json_parse(const char *text, size_t len, const char *name, cJSON **out)
 {
-    const char *end = NULL;
-    cJSON *root;
-
-    *out = NULL;
-    DS_RETURN_IF(len > (size_t)INT32_MAX * 4, DS_ERR_LIMIT, "'%s': %zu bytes of JSON is too large",
-                 name, len);
-    root = cJSON_ParseWithLengthOpts(text, len, &end, false);
-    if (!root) {
-        size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
-        return ds_set_error(DS_ERR_FORMAT, "'%s': invalid JSON near byte %zu", name, at);
-    }
-    if (end) {
-        while (end < text + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
-            end++;
-        if (end < text + len) {
-            size_t at = (size_t)(end - text);
-            cJSON_Delete(root);
-            return ds_set_error(DS_ERR_FORMAT,
-                                "'%s': unexpected data after the JSON value at byte %zu", name,
-                                at);
-        }
-    }
-    *out = root;
-    return DS_OK;
+    return ds_json_parse(text, len, name, "JSON", 0, out);
 }
 
 static const cJSON *jget(const cJSON *o, const char *key)
@@ -1433,12 +1411,61 @@ static ds_err token_id(const cJSON *it, const char *name, const char *tok, int64
     return DS_OK;
 }
 
+struct tok_ref {
+    const char *s;
+    size_t len, id;
+};
+
+static int cmp_tok_ref(const void *pa, const void *pb)
+{
+    const struct tok_ref *a = pa, *b = pb;
+    int c = memcmp(a->s, b->s, a->len < b->len ? a->len : b->len);
+    if (c)
+        return c;
+    if (a->len != b->len)
+        return a->len < b->len ? -1 : 1;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+/* Token i is text(i, ctx) of *len bytes. Sets *a < *b to two ids with the
+ * same text (tokenizer.json's vocab object cannot hold both), or *b = 0. */
+static ds_err same_text(size_t n, const char *(*text)(size_t i, const void *ctx, size_t *len),
+                        const void *ctx, size_t *a, size_t *b)
+{
+    struct tok_ref *r = ds_malloc((n ? n : 1) * sizeof(*r));
+
+    *a = *b = 0;
+    if (!r)
+        return DS_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        r[i].s = text(i, ctx, &r[i].len);
+        r[i].id = i;
+    }
+    qsort(r, n, sizeof(*r), cmp_tok_ref);
+    for (size_t i = 1; i < n; i++) {
+        if (r[i].len == r[i - 1].len && !memcmp(r[i].s, r[i - 1].s, r[i].len)) {
+            *a = r[i - 1].id;
+            *b = r[i].id;
+            break;
+        }
+    }
+    free(r);
+    return DS_OK;
+}
+
+static const char *vocab_text(size_t i, const void *ctx, size_t *len)
+{
+    const struct vocab *v = ctx;
+    *len = v->len[i];
+    return v->text[i];
+}
+
 static ds_err read_vocab(const cJSON *root, const cJSON *model, const char *name,
                          int64_t vocab_size, struct vocab *v)
 {
     const cJSON *vocab = jget(model, "vocab"), *added = jget(root, "added_tokens"), *it;
     int64_t maxid = -1, id;
-    size_t npad = 0, off = 0;
+    size_t npad = 0, off = 0, a, b;
 
     DS_RETURN_IF(!cJSON_IsObject(vocab), DS_ERR_FORMAT, "'%s': model.vocab is not an object",
                  name);
@@ -1501,6 +1528,9 @@ static ds_err read_vocab(const cJSON *root, const cJSON *model, const char *name
             off += (size_t)k + 1;
         }
     }
+    DS_TRY(same_text(v->n, vocab_text, v, &a, &b));
+    DS_RETURN_IF(b, DS_ERR_FORMAT, "'%s': token '%.80s' has two ids (%zu and %zu)", name,
+                 v->text[b], a, b);
     return DS_OK;
 }
 
@@ -1942,6 +1972,17 @@ static ds_err write_tokenizer_config(const struct ds_meta *m, long ti, int64_t b
     return jw_finish(&w, out);
 }
 
+struct meta_tokens {
+    const struct ds_meta *m;
+    size_t ti;
+};
+
+static const char *meta_text(size_t i, const void *ctx, size_t *len)
+{
+    const struct meta_tokens *t = ctx;
+    return ds_meta_arr_str(t->m, t->ti, i, len);
+}
+
 ds_err ds_hf_meta_to_tokenizer(const struct ds_meta *m, char **tok_json, char **cfg_json)
 {
     const char *model, *pre;
@@ -1987,6 +2028,15 @@ ds_err ds_hf_meta_to_tokenizer(const struct ds_meta *m, char **tok_json, char **
         add_bos = false;
     if (!ds_meta_get_bool(m, "tokenizer.ggml.add_eos_token", &add_eos))
         add_eos = false;
+    {
+        struct meta_tokens mt = {m, (size_t)ti};
+        size_t a, b, len;
+        DS_TRY(same_text((size_t)n, meta_text, &mt, &a, &b));
+        DS_RETURN_IF(b, DS_ERR_UNSUPPORTED,
+                     "metadata: token '%.80s' has two ids (%zu and %zu), which tokenizer.json "
+                     "cannot hold",
+                     meta_text(b, &mt, &len), a, b);
+    }
 
     jw_open(&w, '{');
     jw_kstr(&w, "version", "1.0");

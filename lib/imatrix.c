@@ -7,10 +7,12 @@
  * borrows the model it was made for.
  */
 #include <assert.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ds_gguf.h"
 #include "ds_io.h"
@@ -402,6 +404,41 @@ struct role {
     int kind;
 };
 
+/* Replaces a stream reader (zstd, pipe) by one over an unnamed temporary file
+ * holding its bytes, so that the tensor sizes the header claims are checked
+ * against the data that is there (as for a regular file) before the sums are
+ * allocated from them. */
+static ds_err spool(struct ds_reader **r)
+{
+    char name[512], buf[1 << 16];
+    FILE *f;
+    size_t got;
+    int fd;
+    ds_err rc = DS_OK;
+
+    if (ds_reader_is_file(*r))
+        return DS_OK;
+    snprintf(name, sizeof(name), "%s", ds_reader_name(*r));
+    f = tmpfile();
+    DS_RETURN_IF(!f, DS_ERR_IO, "'%s': cannot create a temporary file: %s", name,
+                 strerror(errno));
+    do {
+        DS_CHECK(ds_reader_read_some(*r, buf, sizeof(buf), &got));
+        DS_FAIL_IF(got && fwrite(buf, 1, got, f) != got, DS_ERR_IO,
+                   "'%s': cannot write a temporary file: %s", name, strerror(errno));
+    } while (got > 0);
+    DS_FAIL_IF(fflush(f) != 0 || lseek(fileno(f), 0, SEEK_SET) != 0 ||
+                   (fd = dup(fileno(f))) < 0,
+               DS_ERR_IO,
+               "'%s': cannot write a temporary file: %s", name, strerror(errno));
+    ds_reader_free(*r);
+    *r = NULL;
+    DS_CHECK(ds_reader_open_fd(r, fd, name, true));
+out:
+    fclose(f);
+    return rc;
+}
+
 ds_err ds_imatrix_load(const char *path, struct ds_imatrix **out)
 {
     struct ds_imatrix *im = NULL;
@@ -423,6 +460,7 @@ ds_err ds_imatrix_load(const char *path, struct ds_imatrix **out)
         return DS_ERR_NOMEM;
     im->out_slot = -1;
     DS_CHECK(ds_reader_open(&r, path));
+    DS_CHECK(spool(&r));
     file = ds_reader_name(r);
     DS_CHECK(ds_gguf_init(&g));
     DS_CHECK(ds_gguf_read(r, &g));

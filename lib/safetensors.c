@@ -19,6 +19,7 @@
 
 #include "ds_safetensors.h"
 #include "error_impl.h"
+#include "json_impl.h"
 #include "strbuf_impl.h"
 #include "ds_banned.h"
 
@@ -133,39 +134,15 @@ static bool json_uint(const cJSON *j, uint64_t *out)
     return true;
 }
 
-static bool json_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
 /* Parses len bytes as one JSON value followed only by whitespace; returns NULL
  * with the error set (what names the input in the message). */
 static cJSON *parse_json(const char *text, size_t len, const char *name, const char *what,
                          ds_err *rc)
 {
-    const char *end = NULL;
     cJSON *root;
 
-    if (memchr(text, '\0', len)) {
-        *rc = ds_set_error(DS_ERR_FORMAT, "'%s': %s contains a NUL byte", name, what);
-        return NULL;
-    }
-    root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!root) {
-        size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
-        *rc = ds_set_error(DS_ERR_FORMAT, "'%s': %s is not valid JSON (near byte %zu)", name,
-                           what, at);
-        return NULL;
-    }
-    for (const char *p = end; p < text + len; p++) {
-        if (!json_space(*p)) {
-            cJSON_Delete(root);
-            *rc = ds_set_error(DS_ERR_FORMAT, "'%s': unexpected data after the %s at byte %zu",
-                               name, what, (size_t)(p - text));
-            return NULL;
-        }
-    }
-    *rc = DS_OK;
+    // duplicates (tensors, their fields, index entries) get messages of their own
+    *rc = ds_json_parse(text, len, name, what, DS_JSON_DUP_KEYS, &root);
     return root;
 }
 

@@ -869,6 +869,8 @@ static ds_err emit_piece(struct enc *e, const char *p, size_t n)
         s = &e->cache[i];
         if (s->len == n && !memcmp(s->key, p, n)) {
             size_t off = s->off, cnt = s->cnt;
+            if (cnt == 0) // a piece of bytes without tokens (ids may still be NULL)
+                return DS_OK;
             if (e->n + cnt > e->cap)
                 DS_TRY(ds_grow((void **)&e->ids, &e->cap, e->n + cnt, sizeof(*e->ids)));
             memcpy(e->ids + e->n, e->ids + off, cnt * sizeof(*e->ids));

@@ -8,31 +8,8 @@
  *   clang -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ilib tests/fuzz/fuzz_safetensors.c \
  *     lib/safetensors.c lib/io.c lib/tensor.c lib/error.c -lcjson -lzstd
  */
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include "ds_safetensors.h"
-
-static int input_fd(void)
-{
-    static int fd = -1;
-    FILE *f;
-
-    if (fd >= 0)
-        return fd;
-    fd = memfd_create("fuzz_safetensors", 0);
-    if (fd < 0 && (f = tmpfile()) != NULL)
-        fd = fileno(f); // kept open for the life of the process
-    if (fd < 0) {
-        perror("fuzz_safetensors: memfd_create");
-        abort();
-    }
-    return fd;
-}
+#include "fuzz.h"
 
 /* Every tensor is found by its name and readable. */
 static void check(const struct ds_st *st, bool read)
@@ -55,13 +32,8 @@ static void check(const struct ds_st *st, bool read)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    int fd = input_fd();
-    char path[64];
+    const char *path = fuzz_file(0, data, size);
     struct ds_st st;
-
-    if (ftruncate(fd, 0) != 0 || (size && pwrite(fd, data, size, 0) != (ssize_t)size))
-        abort();
-    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 
     ds_st_init(&st);
     if (ds_st_open(&st, path) == DS_OK)
