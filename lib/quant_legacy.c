@@ -1674,6 +1674,104 @@ DOT_ROWS_AVX512(q8_0, Q8_0_BYTES, Q8_0_BYTES, 2, biased_q8(b), 128,
 DOT_ROWS_AVX512(iq4_nl, IQ4_NL_BYTES, Q8_0_BYTES, 2, biased_iq4(b + 2), 128,
                 sumf += (f16_avx(y) * f16_avx(x)) * (float)si)
 
+/*
+ * Eight activation rows at once: the float step of a block is the same for
+ * every output, so it runs on a vector holding the eight outputs' partial
+ * sums (lane c: activation c), each lane taking the scalar kernel's
+ * operations in its order (no FMA, same operand order): bit for bit the
+ * single product, without its chain of dependent scalar additions, which
+ * bounds the single kernel. The integer sums of a block for the eight rows
+ * come out of one horizontal reduction (lane c = the sum over activation c).
+ * VCOMBINE: the float step on vectors vs (the sums as float), vdx (the weight
+ * block's scale), vdy (the activation blocks' scales), and for Q4_1/Q5_1 vmx,
+ * vmy (the second halves).
+ */
+DS_AVX512 static inline __m256i hsum8_lanes(const __m256i *s)
+{
+    __m256i t0 = _mm256_hadd_epi32(s[0], s[1]), t1 = _mm256_hadd_epi32(s[2], s[3]);
+    __m256i t2 = _mm256_hadd_epi32(s[4], s[5]), t3 = _mm256_hadd_epi32(s[6], s[7]);
+    __m256i u0 = _mm256_hadd_epi32(t0, t1), u1 = _mm256_hadd_epi32(t2, t3);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20),
+                            _mm256_permute2x128_si256(u0, u1, 0x31));
+}
+
+/* The f16 at offset off of block j of the eight activation rows yc. */
+DS_AVX512 static inline __m256 f16x8(const uint8_t *const *yc, size_t off)
+{
+    return _mm256_cvtph_ps(_mm_setr_epi16((short)rd16(yc[0] + off), (short)rd16(yc[1] + off),
+                                          (short)rd16(yc[2] + off), (short)rd16(yc[3] + off),
+                                          (short)rd16(yc[4] + off), (short)rd16(yc[5] + off),
+                                          (short)rd16(yc[6] + off), (short)rd16(yc[7] + off)));
+}
+
+#define DOT_ROWS8_AVX512(t, XB, YB, YQ, U, OFF, VCOMBINE)                                   \
+    DS_AVX512 static void t##_dot_rows8_avx512(const void *row, const void *qx, size_t ys,  \
+                                               int64_t na, int64_t n, float *out,          \
+                                               int64_t os)                                 \
+    {                                                                                       \
+        const int64_t nb = n / QK, nb8 = nb - nb % 8;                                       \
+        const __m512i voff = _mm512_set1_epi8((char)(OFF));                                 \
+        for (int64_t c0 = 0; c0 + 8 <= na; c0 += 8) {                                       \
+            const uint8_t *yc[8];                                                           \
+            float sf[8];                                                                    \
+            __m256 vsum = _mm256_setzero_ps();                                              \
+            for (int c = 0; c < 8; c++)                                                     \
+                yc[c] = (const uint8_t *)qx + (size_t)(c0 + c) * ys;                        \
+            for (int64_t i = 0; i < nb8; i += 2) {                                          \
+                const uint8_t *xr = (const uint8_t *)row + (size_t)i * XB, *b;              \
+                b = xr;                                                                     \
+                __m256i u0 = U;                                                             \
+                b = xr + XB;                                                                \
+                __m256i u1 = U;                                                             \
+                const __m512i uu = _mm512_inserti64x4(_mm512_castsi256_si512(u0), u1, 1);   \
+                __m256i h0[8], h1[8];                                                       \
+                for (int c = 0; c < 8; c++) {                                               \
+                    const uint8_t *yb = yc[c] + (size_t)i * YB + YQ;                        \
+                    __m512i yy = _mm512_inserti64x4(                                        \
+                        _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)yb)),    \
+                        _mm256_loadu_si256((const __m256i *)(yb + YB)), 1);                 \
+                    __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), uu, yy);      \
+                    if (OFF)                                                                \
+                        acc = _mm512_sub_epi32(                                             \
+                            acc, _mm512_dpbusd_epi32(_mm512_setzero_si512(), voff, yy));    \
+                    h0[c] = _mm512_castsi512_si256(acc);                                    \
+                    h1[c] = _mm512_extracti64x4_epi64(acc, 1);                              \
+                }                                                                           \
+                for (int k = 0; k < 2; k++) {                                               \
+                    const uint8_t *x = xr + k * XB;                                         \
+                    const size_t yo = (size_t)(i + k) * YB;                                 \
+                    const __m256 vs = _mm256_cvtepi32_ps(hsum8_lanes(k ? h1 : h0));         \
+                    const __m256 vdx = _mm256_set1_ps(f16_avx(x)), vdy = f16x8(yc, yo);     \
+                    VCOMBINE;                                                               \
+                }                                                                           \
+            }                                                                               \
+            _mm256_storeu_ps(sf, vsum);                                                     \
+            for (int c = 0; c < 8; c++)                                                     \
+                out[(c0 + c) * os] =                                                        \
+                    t##_dot_avx2_from((const uint8_t *)row + (size_t)nb8 * XB,              \
+                                      yc[c] + (size_t)nb8 * YB, nb - nb8, sf[c]);           \
+        }                                                                                   \
+    }
+
+#define VMUL _mm256_mul_ps
+#define VADD _mm256_add_ps
+DOT_ROWS8_AVX512(q4_0, Q4_0_BYTES, Q8_0_BYTES, 2, unpack_nibbles(b + 2), 8,
+                 vsum = VADD(vsum, VMUL(VMUL(vs, vdx), vdy)))
+DOT_ROWS8_AVX512(q4_1, Q4_1_BYTES, Q8_1_BYTES, 4, unpack_nibbles(b + 4), 0,
+                 vsum = VADD(vsum, VADD(VMUL(VMUL(vdx, vdy), vs),
+                                        VMUL(_mm256_set1_ps(f16_avx(x + 2)),
+                                             f16x8(yc, yo + 2)))))
+DOT_ROWS8_AVX512(q5_0, Q5_0_BYTES, Q8_0_BYTES, 2, unpack_q5(b + 2, b + 6), 16,
+                 vsum = VADD(vsum, VMUL(VMUL(vdx, vdy), vs)))
+DOT_ROWS8_AVX512(q5_1, Q5_1_BYTES, Q8_1_BYTES, 4, unpack_q5(b + 4, b + 8), 0,
+                 vsum = VADD(vsum, VADD(VMUL(VMUL(vdx, vdy), vs),
+                                        VMUL(_mm256_set1_ps(f16_avx(x + 2)),
+                                             f16x8(yc, yo + 2)))))
+DOT_ROWS8_AVX512(q8_0, Q8_0_BYTES, Q8_0_BYTES, 2, biased_q8(b), 128,
+                 vsum = VADD(vsum, VMUL(vs, VMUL(vdx, vdy))))
+DOT_ROWS8_AVX512(iq4_nl, IQ4_NL_BYTES, Q8_0_BYTES, 2, biased_iq4(b + 2), 128,
+                 vsum = VADD(vsum, VMUL(VMUL(vdy, vdx), vs)))
+
 #endif /* DS_QL_X86 */
 
 /* ======================================================================== */
@@ -1709,8 +1807,12 @@ static inline int use_avx2(void)
     static void t##_dot_rows(const void *row, const void *qx, size_t ys, int64_t na,      \
                              int64_t n, float *out, int64_t os)                           \
     {                                                                                     \
-        if (ds_simd_level() >= 2)                                                         \
-            t##_dot_rows_avx512(row, qx, ys, na, n, out, os);                             \
+        if (ds_simd_level() >= 2) {                                                       \
+            int64_t n8 = na - na % 8;                                                     \
+            t##_dot_rows8_avx512(row, qx, ys, n8, n, out, os);                            \
+            t##_dot_rows_avx512(row, (const uint8_t *)qx + (size_t)n8 * ys, ys, na - n8,  \
+                                n, out + n8 * os, os);                                    \
+        }                                                                                 \
         else if (use_avx2())                                                              \
             t##_dot_rows_avx2(row, qx, ys, na, n, out, os);                               \
         else                                                                              \
