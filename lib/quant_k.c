@@ -1500,17 +1500,18 @@ QK_AVX2 static float q4k_dot_avx2(const void *row, const void *qx, int64_t n)
             out[(c0 + c) * os] = add_in_order(sumf[c], sums[c]);                           \
     }
 
-/* The Q4_K/Q5_K steps of block i for the nc activations yc. */
+/* The Q4_K/Q5_K steps of block i for the nc activations yc (mn: the 8 mins;
+ * sum_j bsums[j] * mn[j / 2] is an exact integer sum, here in vector lanes). */
 QK_AVX2 static inline void qk4_rows_block(const __m256i *a, const __m256i *b, const uint8_t *sc,
                                           const uint8_t *mn, uint16_t d, uint16_t dmin,
                                           const struct blk_q8_k *const *yc, int64_t i, int nc,
                                           __m256 *sums, float *sumf)
 {
+    const __m256i mn16 = _mm256_setr_epi16(mn[0], mn[0], mn[1], mn[1], mn[2], mn[2], mn[3], mn[3],
+                                           mn[4], mn[4], mn[5], mn[5], mn[6], mn[6], mn[7], mn[7]);
     for (int c = 0; c < nc; c++) {
         const struct blk_q8_k *y = yc[c] + i;
-        int sumi = 0;
-        for (int j = 0; j < QK_K / 16; j++)
-            sumi += y->bsums[j] * mn[j / 2];
+        const int sumi = hsum_epi32(_mm256_madd_epi16(load256(y->bsums), mn16));
         sums[c] = acc_lanes(sums[c], h2f_f16c(d) * y->d, qk4_lanes(a, b, sc, y->qs));
         const float dm = h2f_f16c(dmin) * y->d;
         sumf[c] -= dm * sumi;
