@@ -114,7 +114,7 @@ void ds_quant_dot_rows(enum ds_type t, const void *row, const void *qx, size_t q
                        int64_t na, int64_t n, float *out, int64_t out_stride)
 {
     const struct ds_qtype *q = qtype(t);
-    if (q && q->dot_rows) {
+    if (q && q->dot_rows && na > 1) { // one row (decode): the single kernel, no batching overhead
         q->dot_rows(row, qx, qx_stride, na, n, out, out_stride);
         return;
     }
