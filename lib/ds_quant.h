@@ -61,6 +61,17 @@ float ds_quant_dot(enum ds_type t, const void *row, const void *qx, int64_t n);
 float ds_quant_dot_ref(enum ds_type t, const void *row, const void *qx, int64_t n);
 float ds_quant_dot_f32(enum ds_type t, const void *row, const float *x, int64_t n);
 
+/* Batched dot products: row (n elements of type t) with na activation rows
+ * quantized to ds_quant_vec_type(t), the c-th at (const char *)qx + c * qx_stride:
+ *   out[c * out_stride] = ds_quant_dot(t, row, qx + c * qx_stride, n),  c < na,
+ * bit for bit (every level computes each output in the single product's
+ * order); faster, as each weight block is unpacked once for several
+ * activations. */
+void ds_quant_dot_rows(enum ds_type t, const void *row, const void *qx, size_t qx_stride,
+                       int64_t na, int64_t n, float *out, int64_t out_stride);
+void ds_quant_dot_rows_ref(enum ds_type t, const void *row, const void *qx, size_t qx_stride,
+                           int64_t na, int64_t n, float *out, int64_t out_stride);
+
 /* Weighted squared error of a quantized row against x:
  * sum_i w_i (x_i - deq_i)^2 with w = imatrix or 1; *sum_x2 gets sum_i w_i x_i^2. */
 ds_err ds_quant_error(enum ds_type t, const float *x, const void *q, int64_t n,

@@ -257,9 +257,7 @@ static void quant_rows(float *y, int64_t ldy, const void *qx, const void *w, enu
     size_t qrow = ds_matmul_qx_row(wt, K), wrow = ds_kernel_row_bytes(wt, K);
     for (int64_t n = n0; n < n1; n++) {
         const void *wr = (const unsigned char *)w + (size_t)n * wrow;
-        for (int64_t t = 0; t < T; t++)
-            y[t * ldy + n] =
-                ds_quant_dot(wt, wr, (const unsigned char *)qx + (size_t)t * qrow, K);
+        ds_quant_dot_rows(wt, wr, qx, qrow, T, K, y + n, ldy);
     }
 }
 

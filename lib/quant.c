@@ -110,6 +110,28 @@ float ds_quant_dot_ref(enum ds_type t, const void *row, const void *qx, int64_t 
     return q ? q->dot_ref(row, qx, n) : 0.0f;
 }
 
+void ds_quant_dot_rows(enum ds_type t, const void *row, const void *qx, size_t qx_stride,
+                       int64_t na, int64_t n, float *out, int64_t out_stride)
+{
+    const struct ds_qtype *q = qtype(t);
+    if (q && q->dot_rows && na > 1) { // one row (decode): the single kernel, no batching overhead
+        q->dot_rows(row, qx, qx_stride, na, n, out, out_stride);
+        return;
+    }
+    for (int64_t c = 0; c < na; c++)
+        out[c * out_stride] =
+            q ? q->dot(row, (const unsigned char *)qx + (size_t)c * qx_stride, n) : 0.0f;
+}
+
+void ds_quant_dot_rows_ref(enum ds_type t, const void *row, const void *qx, size_t qx_stride,
+                           int64_t na, int64_t n, float *out, int64_t out_stride)
+{
+    const struct ds_qtype *q = qtype(t);
+    for (int64_t c = 0; c < na; c++)
+        out[c * out_stride] =
+            q ? q->dot_ref(row, (const unsigned char *)qx + (size_t)c * qx_stride, n) : 0.0f;
+}
+
 float ds_quant_dot_f32(enum ds_type t, const void *row, const float *x, int64_t n)
 {
     float y[256], sum = 0.0f;

@@ -30,6 +30,11 @@ struct ds_qtype {
     /* row (n, type) . qx (n, vec_type) -> float */
     float (*dot)(const void *row, const void *qx, int64_t n);
     float (*dot_ref)(const void *row, const void *qx, int64_t n);
+    /* row (n, type) . na activation rows qx + c * ys (bytes) -> out[c * os],
+     * c < na, each equal to dot(row, qx + c * ys, n) bit for bit; NULL: the
+     * caller calls dot per row */
+    void (*dot_rows)(const void *row, const void *qx, size_t ys, int64_t na, int64_t n,
+                     float *out, int64_t os);
 };
 
 /* The table entry of t, or NULL when the file does not handle t. */

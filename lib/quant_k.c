@@ -1475,6 +1475,113 @@ QK_AVX2 static float q4k_dot_avx2(const void *row, const void *qx, int64_t n)
     return add_in_order(sumf, sums);
 }
 
+/*
+ * Batched dot products: one weight row against na activation rows (row
+ * stride ys bytes), four at a time; each block's quants and scales are
+ * unpacked once per four activations, then every output takes the single
+ * kernel's steps in the single kernel's order, so out[c] equals the single
+ * dot product bit for bit.
+ */
+#define ROWS_BEGIN(blk_t)                                                                  \
+    const struct blk_t *x = row;                                                           \
+    for (int64_t c0 = 0; c0 < na; c0 += 4) {                                               \
+        const int nc = na - c0 < 4 ? (int)(na - c0) : 4;                                   \
+        const struct blk_q8_k *yc[4];                                                      \
+        __m256 sums[4];                                                                    \
+        float sumf[4] = {0.0f, 0.0f, 0.0f, 0.0f};                                          \
+        for (int c = 0; c < nc; c++) {                                                     \
+            yc[c] = (const struct blk_q8_k *)((const uint8_t *)qx + (size_t)(c0 + c) * ys); \
+            sums[c] = _mm256_setzero_ps();                                                 \
+        }                                                                                  \
+        for (int64_t i = 0; i < n / QK_K; i++) {
+#define ROWS_END                                                                           \
+        }                                                                                  \
+        for (int c = 0; c < nc; c++)                                                       \
+            out[(c0 + c) * os] = add_in_order(sumf[c], sums[c]);                           \
+    }
+
+/* The Q4_K/Q5_K steps of block i for the nc activations yc (mn: the 8 mins;
+ * sum_j bsums[j] * mn[j / 2] is an exact integer sum, here in vector lanes). */
+QK_AVX2 static inline void qk4_rows_block(const __m256i *a, const __m256i *b, const uint8_t *sc,
+                                          const uint8_t *mn, uint16_t d, uint16_t dmin,
+                                          const struct blk_q8_k *const *yc, int64_t i, int nc,
+                                          __m256 *sums, float *sumf)
+{
+    const __m256i mn16 = _mm256_setr_epi16(mn[0], mn[0], mn[1], mn[1], mn[2], mn[2], mn[3], mn[3],
+                                           mn[4], mn[4], mn[5], mn[5], mn[6], mn[6], mn[7], mn[7]);
+    for (int c = 0; c < nc; c++) {
+        const struct blk_q8_k *y = yc[c] + i;
+        const int sumi = hsum_epi32(_mm256_madd_epi16(load256(y->bsums), mn16));
+        sums[c] = acc_lanes(sums[c], h2f_f16c(d) * y->d, qk4_lanes(a, b, sc, y->qs));
+        const float dm = h2f_f16c(dmin) * y->d;
+        sumf[c] -= dm * sumi;
+    }
+}
+
+QK_AVX2 static void q4k_dot_rows_avx2(const void *row, const void *qx, size_t ys, int64_t na,
+                                      int64_t n, float *out, int64_t os)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    ROWS_BEGIN(blk_q4_k)
+    uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; j++)
+        scale_min_k4(j, x[i].scales, &sc[j], &mn[j]);
+    __m256i a[4], b[4];
+    for (int t = 0; t < 4; t++) {
+        __m256i q4 = load256(x[i].qs + 32 * t);
+        a[t] = _mm256_and_si256(q4, m4);
+        b[t] = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+    }
+    qk4_rows_block(a, b, sc, mn, x[i].d, x[i].dmin, yc, i, nc, sums, sumf);
+    ROWS_END
+}
+
+QK_AVX2 static void q5k_dot_rows_avx2(const void *row, const void *qx, size_t ys, int64_t na,
+                                      int64_t n, float *out, int64_t os)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), c16 = _mm256_set1_epi8(16);
+    ROWS_BEGIN(blk_q5_k)
+    uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; j++)
+        scale_min_k4(j, x[i].scales, &sc[j], &mn[j]);
+    __m256i a[4], b[4], qh = load256(x[i].qh);
+    for (int t = 0; t < 4; t++) {
+        __m256i q4 = load256(x[i].qs + 32 * t);
+        __m256i ha = _mm256_and_si256(bit_set(qh, 1 << (2 * t)), c16);
+        __m256i hb = _mm256_and_si256(bit_set(qh, 2 << (2 * t)), c16);
+        a[t] = _mm256_or_si256(_mm256_and_si256(q4, m4), ha);
+        b[t] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4, 4), m4), hb);
+    }
+    qk4_rows_block(a, b, sc, mn, x[i].d, x[i].dmin, yc, i, nc, sums, sumf);
+    ROWS_END
+}
+
+QK_AVX2 static void q6k_dot_rows_avx2(const void *row, const void *qx, size_t ys, int64_t na,
+                                      int64_t n, float *out, int64_t os)
+{
+    const __m256i c32 = _mm256_set1_epi8(32);
+    ROWS_BEGIN(blk_q6_k)
+    __m256i u[2][4];
+    q6k_unpack(&x[i], 0, u[0]);
+    q6k_unpack(&x[i], 1, u[1]);
+    for (int c = 0; c < nc; c++) {
+        const struct blk_q8_k *y = yc[c] + i;
+        __m256i lo = _mm256_setzero_si256(), hi = lo;
+        for (int h = 0; h < 2; h++) {
+            __m256i v[4];
+            for (int k = 0; k < 4; k++) {
+                __m256i q8p = mod8_pairs(load256(y->qs + 128 * h + 32 * k));
+                v[k] = _mm256_sub_epi16(dot_pairs(u[h][k], q8p), _mm256_maddubs_epi16(c32, q8p));
+            }
+            const int8_t *S = x[i].scales + 8 * h;
+            acc_mod8(&lo, &hi, v[0], v[1], scale_pairs(S[0], S[2], S[1], S[3]));
+            acc_mod8(&lo, &hi, v[2], v[3], scale_pairs(S[4], S[6], S[5], S[7]));
+        }
+        sums[c] = acc_lanes(sums[c], h2f_f16c(x[i].d) * y->d, fold_mod8(lo, hi));
+    }
+    ROWS_END
+}
+
 QK_AVX2 static float q5k_dot_avx2(const void *row, const void *qx, int64_t n)
 {
     const struct blk_q5_k *x = row;
@@ -2071,6 +2178,43 @@ QK_AVX512 static float q6k_dot_avx512(const void *row, const void *qx, int64_t n
     return add_in_order(0.0f, sums);
 }
 
+QK_AVX512 static void q6k_dot_rows_avx512(const void *row, const void *qx, size_t ys,
+                                          int64_t na, int64_t n, float *out, int64_t os)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m3 = _mm512_set1_epi8(0x30),
+                  c32 = _mm512_set1_epi8(32);
+    ROWS_BEGIN(blk_q6_k)
+    const uint8_t *ql = x[i].ql;
+    const int8_t *S = x[i].scales;
+    __m512i ql0 = load2x256(ql, ql + 64), ql1 = load2x256(ql + 32, ql + 96);
+    __m512i qh = _mm512_loadu_si512((const void *)x[i].qh), u[4];
+    u[0] = mod8_pairs512(_mm512_or_si512(_mm512_and_si512(ql0, m4),
+                                         _mm512_and_si512(_mm512_slli_epi16(qh, 4), m3)));
+    u[1] = mod8_pairs512(_mm512_or_si512(_mm512_and_si512(ql1, m4),
+                                         _mm512_and_si512(_mm512_slli_epi16(qh, 2), m3)));
+    u[2] = mod8_pairs512(_mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql0, 4), m4),
+                                         _mm512_and_si512(qh, m3)));
+    u[3] = mod8_pairs512(_mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql1, 4), m4),
+                                         _mm512_and_si512(_mm512_srli_epi16(qh, 2), m3)));
+    const __m512i s01 = scale_quads(S[0], S[2], S[1], S[3], S[8], S[10], S[9], S[11]);
+    const __m512i s23 = scale_quads(S[4], S[6], S[5], S[7], S[12], S[14], S[13], S[15]);
+    for (int c = 0; c < nc; c++) {
+        const struct blk_q8_k *y = yc[c] + i;
+        const int8_t *q8 = y->qs;
+        __m512i v[4];
+        for (int k = 0; k < 4; k++) {
+            __m512i q8p = mod8_pairs512(load2x256(q8 + 32 * k, q8 + 128 + 32 * k));
+            v[k] = _mm512_sub_epi16(_mm512_maddubs_epi16(u[k], q8p),
+                                    _mm512_maddubs_epi16(c32, q8p));
+        }
+        __m512i lo = _mm512_setzero_si512(), hi = lo;
+        acc_mod8_512(&lo, &hi, v[0], v[1], s01);
+        acc_mod8_512(&lo, &hi, v[2], v[3], s23);
+        sums[c] = acc_lanes(sums[c], h2f_f16c(x[i].d) * y->d, fold_mod8_512(lo, hi));
+    }
+    ROWS_END
+}
+
 static const struct qsearch search_avx2 = {make_qkx_quants_avx2, make_qx_quants_avx2,
                                            iq4_search_avx2, iq4_index_avx2};
 
@@ -2078,10 +2222,30 @@ static const struct qsearch search_avx2 = {make_qkx_quants_avx2, make_qx_quants_
 #define QK_SELECT512(fn) \
     (ds_simd_level() >= 2 ? fn##_avx512 : ds_simd_level() >= 1 ? fn##_avx2 : fn##_ref)
 #define QK_SEARCH (ds_simd_level() >= 1 ? &search_avx2 : &search_ref)
+
+/* The batched dot products of the level in effect. */
+#define QK_ROWS(t, sel)                                                                           \
+    static void t##_dot_rows(const void *row, const void *qx, size_t ys, int64_t na, int64_t n,   \
+                             float *out, int64_t os)                                              \
+    {                                                                                             \
+        if (ds_simd_level() >= 1) {                                                               \
+            sel(t##_dot_rows)(row, qx, ys, na, n, out, os);                                       \
+            return;                                                                               \
+        }                                                                                         \
+        for (int64_t c = 0; c < na; c++)                                                          \
+            out[c * os] = t##_dot_ref(row, (const uint8_t *)qx + (size_t)c * ys, n);              \
+    }
+#define QK_AVX2ONLY(fn) fn##_avx2
+#define QK_ROWS512(fn) (ds_simd_level() >= 2 ? fn##_avx512 : fn##_avx2)
+QK_ROWS(q4k, QK_AVX2ONLY)
+QK_ROWS(q5k, QK_AVX2ONLY)
+QK_ROWS(q6k, QK_ROWS512)
+#define QK_ROWS_FN(t) t##_dot_rows
 #else
 #define QK_SELECT(fn) fn##_ref
 #define QK_SELECT512(fn) fn##_ref
 #define QK_SEARCH (&search_ref)
+#define QK_ROWS_FN(t) NULL
 #endif /* QK_X86 */
 
 /* ---- dispatch ------------------------------------------------------------- */
@@ -2139,17 +2303,17 @@ QK_QUANTIZERS(iq4xs)
 
 static const struct ds_qtype k_types[] = {
     {DS_TYPE_Q2_K, DS_TYPE_Q8_K, q2k_quantize, q2k_quantize_ref, q2k_dequantize, q2k_dequantize_ref,
-     q2k_dot, q2k_dot_ref},
+     q2k_dot, q2k_dot_ref, NULL},
     {DS_TYPE_Q3_K, DS_TYPE_Q8_K, q3k_quantize, q3k_quantize_ref, q3k_dequantize, q3k_dequantize_ref,
-     q3k_dot, q3k_dot_ref},
+     q3k_dot, q3k_dot_ref, NULL},
     {DS_TYPE_Q4_K, DS_TYPE_Q8_K, q4k_quantize, q4k_quantize_ref, q4k_dequantize, q4k_dequantize_ref,
-     q4k_dot, q4k_dot_ref},
+     q4k_dot, q4k_dot_ref, QK_ROWS_FN(q4k)},
     {DS_TYPE_Q5_K, DS_TYPE_Q8_K, q5k_quantize, q5k_quantize_ref, q5k_dequantize, q5k_dequantize_ref,
-     q5k_dot, q5k_dot_ref},
+     q5k_dot, q5k_dot_ref, QK_ROWS_FN(q5k)},
     {DS_TYPE_Q6_K, DS_TYPE_Q8_K, q6k_quantize, q6k_quantize_ref, q6k_dequantize, q6k_dequantize_ref,
-     q6k_dot, q6k_dot_ref},
+     q6k_dot, q6k_dot_ref, QK_ROWS_FN(q6k)},
     {DS_TYPE_IQ4_XS, DS_TYPE_Q8_K, iq4xs_quantize, iq4xs_quantize_ref, iq4xs_dequantize,
-     iq4xs_dequantize_ref, iq4xs_dot, iq4xs_dot_ref},
+     iq4xs_dequantize_ref, iq4xs_dot, iq4xs_dot_ref, NULL},
 };
 
 const struct ds_qtype *ds_qtype_k(enum ds_type t)

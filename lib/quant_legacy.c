@@ -1082,6 +1082,76 @@ DS_AVX2 static float iq4_nl_dot_avx2(const void *row, const void *qx, int64_t n)
     return iq4_nl_dot_avx2_from(row, qx, n / QK, 0.0f);
 }
 
+/*
+ * Batched dot products: one weight row against na activation rows (row stride
+ * ys bytes), four at a time, so that each weight block is loaded and
+ * unpacked once per four activations. Per output the integer block sums are
+ * the single kernel's and the float steps the same, in the same order: the
+ * results equal t##_dot's bit for bit. W(b): the weight block at b as a
+ * vector; D(w, y): its 8 int32 partial sums with the activation block at y;
+ * COMBINE: the single kernel's float step (x, y: the blocks, si: the sum).
+ */
+#define DOT_ROWS_AVX2(t, XB, YB, W, D, COMBINE)                                             \
+    DS_AVX2 static void t##_dot_rows_avx2(const void *row, const void *qx, size_t ys,       \
+                                          int64_t na, int64_t n, float *out, int64_t os)   \
+    {                                                                                       \
+        const int64_t nb = n / QK;                                                          \
+        for (int64_t c0 = 0; c0 < na; c0 += 4) {                                            \
+            const int nc = na - c0 < 4 ? (int)(na - c0) : 4;                                \
+            float sf[4] = {0.0f, 0.0f, 0.0f, 0.0f};                                         \
+            const uint8_t *yc[4];                                                           \
+            for (int c = 0; c < nc; c++)                                                    \
+                yc[c] = (const uint8_t *)qx + (size_t)(c0 + c) * ys;                        \
+            for (int64_t i = 0; i < nb; i += 4) {                                           \
+                const uint8_t *xr = (const uint8_t *)row + (size_t)i * XB;                  \
+                const int nk = nb - i < 4 ? (int)(nb - i) : 4;                              \
+                __m256i w[4];                                                               \
+                for (int k = 0; k < nk; k++) {                                              \
+                    const uint8_t *b = xr + k * XB;                                         \
+                    w[k] = W;                                                               \
+                }                                                                           \
+                for (int c = 0; c < nc; c++) {                                              \
+                    const uint8_t *x = xr, *y = yc[c] + (size_t)i * YB;                     \
+                    __m256i v[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(),         \
+                                    _mm256_setzero_si256(), _mm256_setzero_si256()};        \
+                    int s[4];                                                               \
+                    float sumf = sf[c];                                                     \
+                    for (int k = 0; k < nk; k++) {                                          \
+                        const uint8_t *yk = y + k * YB;                                     \
+                        v[k] = D(w[k], yk);                                                 \
+                    }                                                                       \
+                    hsum4_i32(v[0], v[1], v[2], v[3], s);                                   \
+                    for (int k = 0; k < nk; k++, x += XB, y += YB) {                        \
+                        const int si = s[k];                                                \
+                        COMBINE;                                                            \
+                    }                                                                       \
+                    sf[c] = sumf;                                                           \
+                }                                                                           \
+            }                                                                               \
+            for (int c = 0; c < nc; c++)                                                    \
+                out[(c0 + c) * os] = sf[c];                                                 \
+        }                                                                                   \
+    }
+
+#define D_Q8(w, y) dot_i8(w, load_q8(y))
+#define D_U5(w, y, off) dot_u5(w, load_q8(y), _mm256_set1_epi8(off))
+#define D_U5_1(w, y) dot_u5(w, load_q8_1(y), _mm256_setzero_si256())
+#define D_Q4_0(w, y) D_U5(w, y, 8)
+#define D_Q5_0(w, y) D_U5(w, y, 16)
+
+DOT_ROWS_AVX2(q4_0, Q4_0_BYTES, Q8_0_BYTES, unpack_nibbles(b + 2), D_Q4_0,
+              sumf += (float)si * f16_avx(x) * f16_avx(y))
+DOT_ROWS_AVX2(q4_1, Q4_1_BYTES, Q8_1_BYTES, unpack_nibbles(b + 4), D_U5_1,
+              sumf += f16_avx(x) * f16_avx(y) * (float)si + f16_avx(x + 2) * f16_avx(y + 2))
+DOT_ROWS_AVX2(q5_0, Q5_0_BYTES, Q8_0_BYTES, unpack_q5(b + 2, b + 6), D_Q5_0,
+              sumf += f16_avx(x) * f16_avx(y) * (float)si)
+DOT_ROWS_AVX2(q5_1, Q5_1_BYTES, Q8_1_BYTES, unpack_q5(b + 4, b + 8), D_U5_1,
+              sumf += f16_avx(x) * f16_avx(y) * (float)si + f16_avx(x + 2) * f16_avx(y + 2))
+DOT_ROWS_AVX2(q8_0, Q8_0_BYTES, Q8_0_BYTES, load_q8(b), D_Q8,
+              sumf += (float)si * (f16_avx(x) * f16_avx(y)))
+DOT_ROWS_AVX2(iq4_nl, IQ4_NL_BYTES, Q8_0_BYTES, iq4_values(b + 2), D_Q8,
+              sumf += (f16_avx(y) * f16_avx(x)) * (float)si)
+
 /* ---- dequantization ---- */
 
 /* 32 int8 levels -> y (32) = (float)level * d (+ m when add_m). */
@@ -1550,6 +1620,158 @@ DOT_AVX512(q8_0, Q8_0_BYTES, Q8_0_BYTES, 2, biased_q8(b), 128,
 DOT_AVX512(iq4_nl, IQ4_NL_BYTES, Q8_0_BYTES, 2, biased_iq4(b + 2), 128,
            sumf += (f16_avx(y) * f16_avx(x)) * (float)si)
 
+/* DOT_AVX512 for na activation rows (row stride ys bytes), four at a time,
+ * each weight group of eight blocks unpacked once; the results equal
+ * t##_dot_avx512's bit for bit (same integer sums, same float steps). */
+#define DOT_ROWS_AVX512(t, XB, YB, YQ, U, OFF, COMBINE)                                     \
+    DS_AVX512 static void t##_dot_rows_avx512(const void *row, const void *qx, size_t ys,   \
+                                              int64_t na, int64_t n, float *out,           \
+                                              int64_t os)                                  \
+    {                                                                                       \
+        const int64_t nb = n / QK, nb8 = nb - nb % 8;                                       \
+        for (int64_t c0 = 0; c0 < na; c0 += 4) {                                            \
+            const int nc = na - c0 < 4 ? (int)(na - c0) : 4;                                \
+            float sf[4] = {0.0f, 0.0f, 0.0f, 0.0f};                                         \
+            const uint8_t *yc[4];                                                           \
+            for (int c = 0; c < nc; c++)                                                    \
+                yc[c] = (const uint8_t *)qx + (size_t)(c0 + c) * ys;                        \
+            for (int64_t i = 0; i < nb8; i += 8) {                                          \
+                const uint8_t *xr = (const uint8_t *)row + (size_t)i * XB;                  \
+                __m256i u[8];                                                               \
+                for (int k = 0; k < 8; k++) {                                               \
+                    const uint8_t *b = xr + k * XB;                                         \
+                    u[k] = U;                                                               \
+                }                                                                           \
+                for (int c = 0; c < nc; c++) {                                              \
+                    const uint8_t *x = xr, *y = yc[c] + (size_t)i * YB;                     \
+                    float sumf = sf[c];                                                     \
+                    int s[8];                                                               \
+                    isums8(u, y + YQ, YB, OFF, s);                                          \
+                    for (int k = 0; k < 8; k++, x += XB, y += YB) {                         \
+                        const int si = s[k];                                                \
+                        COMBINE;                                                            \
+                    }                                                                       \
+                    sf[c] = sumf;                                                           \
+                }                                                                           \
+            }                                                                               \
+            for (int c = 0; c < nc; c++)                                                    \
+                out[(c0 + c) * os] =                                                        \
+                    t##_dot_avx2_from((const uint8_t *)row + (size_t)nb8 * XB,              \
+                                      yc[c] + (size_t)nb8 * YB, nb - nb8, sf[c]);           \
+        }                                                                                   \
+    }
+
+DOT_ROWS_AVX512(q4_0, Q4_0_BYTES, Q8_0_BYTES, 2, unpack_nibbles(b + 2), 8,
+                sumf += (float)si * f16_avx(x) * f16_avx(y))
+DOT_ROWS_AVX512(q4_1, Q4_1_BYTES, Q8_1_BYTES, 4, unpack_nibbles(b + 4), 0,
+                sumf += f16_avx(x) * f16_avx(y) * (float)si + f16_avx(x + 2) * f16_avx(y + 2))
+DOT_ROWS_AVX512(q5_0, Q5_0_BYTES, Q8_0_BYTES, 2, unpack_q5(b + 2, b + 6), 16,
+                sumf += f16_avx(x) * f16_avx(y) * (float)si)
+DOT_ROWS_AVX512(q5_1, Q5_1_BYTES, Q8_1_BYTES, 4, unpack_q5(b + 4, b + 8), 0,
+                sumf += f16_avx(x) * f16_avx(y) * (float)si + f16_avx(x + 2) * f16_avx(y + 2))
+DOT_ROWS_AVX512(q8_0, Q8_0_BYTES, Q8_0_BYTES, 2, biased_q8(b), 128,
+                sumf += (float)si * (f16_avx(x) * f16_avx(y)))
+DOT_ROWS_AVX512(iq4_nl, IQ4_NL_BYTES, Q8_0_BYTES, 2, biased_iq4(b + 2), 128,
+                sumf += (f16_avx(y) * f16_avx(x)) * (float)si)
+
+/*
+ * Eight activation rows at once: the float step of a block is the same for
+ * every output, so it runs on a vector holding the eight outputs' partial
+ * sums (lane c: activation c), each lane taking the scalar kernel's
+ * operations in its order (no FMA, same operand order): bit for bit the
+ * single product, without its chain of dependent scalar additions, which
+ * bounds the single kernel. The integer sums of a block for the eight rows
+ * come out of one horizontal reduction (lane c = the sum over activation c).
+ * VCOMBINE: the float step on vectors vs (the sums as float), vdx (the weight
+ * block's scale), vdy (the activation blocks' scales), and for Q4_1/Q5_1 vmx,
+ * vmy (the second halves).
+ */
+DS_AVX512 static inline __m256i hsum8_lanes(const __m256i *s)
+{
+    __m256i t0 = _mm256_hadd_epi32(s[0], s[1]), t1 = _mm256_hadd_epi32(s[2], s[3]);
+    __m256i t2 = _mm256_hadd_epi32(s[4], s[5]), t3 = _mm256_hadd_epi32(s[6], s[7]);
+    __m256i u0 = _mm256_hadd_epi32(t0, t1), u1 = _mm256_hadd_epi32(t2, t3);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20),
+                            _mm256_permute2x128_si256(u0, u1, 0x31));
+}
+
+/* The f16 at offset off of block j of the eight activation rows yc. */
+DS_AVX512 static inline __m256 f16x8(const uint8_t *const *yc, size_t off)
+{
+    return _mm256_cvtph_ps(_mm_setr_epi16((short)rd16(yc[0] + off), (short)rd16(yc[1] + off),
+                                          (short)rd16(yc[2] + off), (short)rd16(yc[3] + off),
+                                          (short)rd16(yc[4] + off), (short)rd16(yc[5] + off),
+                                          (short)rd16(yc[6] + off), (short)rd16(yc[7] + off)));
+}
+
+#define DOT_ROWS8_AVX512(t, XB, YB, YQ, U, OFF, VCOMBINE)                                   \
+    DS_AVX512 static void t##_dot_rows8_avx512(const void *row, const void *qx, size_t ys,  \
+                                               int64_t na, int64_t n, float *out,          \
+                                               int64_t os)                                 \
+    {                                                                                       \
+        const int64_t nb = n / QK, nb8 = nb - nb % 8;                                       \
+        const __m512i voff = _mm512_set1_epi8((char)(OFF));                                 \
+        for (int64_t c0 = 0; c0 + 8 <= na; c0 += 8) {                                       \
+            const uint8_t *yc[8];                                                           \
+            float sf[8];                                                                    \
+            __m256 vsum = _mm256_setzero_ps();                                              \
+            for (int c = 0; c < 8; c++)                                                     \
+                yc[c] = (const uint8_t *)qx + (size_t)(c0 + c) * ys;                        \
+            for (int64_t i = 0; i < nb8; i += 2) {                                          \
+                const uint8_t *xr = (const uint8_t *)row + (size_t)i * XB, *b;              \
+                b = xr;                                                                     \
+                __m256i u0 = U;                                                             \
+                b = xr + XB;                                                                \
+                __m256i u1 = U;                                                             \
+                const __m512i uu = _mm512_inserti64x4(_mm512_castsi256_si512(u0), u1, 1);   \
+                __m256i h0[8], h1[8];                                                       \
+                for (int c = 0; c < 8; c++) {                                               \
+                    const uint8_t *yb = yc[c] + (size_t)i * YB + YQ;                        \
+                    __m512i yy = _mm512_inserti64x4(                                        \
+                        _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)yb)),    \
+                        _mm256_loadu_si256((const __m256i *)(yb + YB)), 1);                 \
+                    __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), uu, yy);      \
+                    if (OFF)                                                                \
+                        acc = _mm512_sub_epi32(                                             \
+                            acc, _mm512_dpbusd_epi32(_mm512_setzero_si512(), voff, yy));    \
+                    h0[c] = _mm512_castsi512_si256(acc);                                    \
+                    h1[c] = _mm512_extracti64x4_epi64(acc, 1);                              \
+                }                                                                           \
+                for (int k = 0; k < 2; k++) {                                               \
+                    const uint8_t *x = xr + k * XB;                                         \
+                    const size_t yo = (size_t)(i + k) * YB;                                 \
+                    const __m256 vs = _mm256_cvtepi32_ps(hsum8_lanes(k ? h1 : h0));         \
+                    const __m256 vdx = _mm256_set1_ps(f16_avx(x)), vdy = f16x8(yc, yo);     \
+                    VCOMBINE;                                                               \
+                }                                                                           \
+            }                                                                               \
+            _mm256_storeu_ps(sf, vsum);                                                     \
+            for (int c = 0; c < 8; c++)                                                     \
+                out[(c0 + c) * os] =                                                        \
+                    t##_dot_avx2_from((const uint8_t *)row + (size_t)nb8 * XB,              \
+                                      yc[c] + (size_t)nb8 * YB, nb - nb8, sf[c]);           \
+        }                                                                                   \
+    }
+
+#define VMUL _mm256_mul_ps
+#define VADD _mm256_add_ps
+DOT_ROWS8_AVX512(q4_0, Q4_0_BYTES, Q8_0_BYTES, 2, unpack_nibbles(b + 2), 8,
+                 vsum = VADD(vsum, VMUL(VMUL(vs, vdx), vdy)))
+DOT_ROWS8_AVX512(q4_1, Q4_1_BYTES, Q8_1_BYTES, 4, unpack_nibbles(b + 4), 0,
+                 vsum = VADD(vsum, VADD(VMUL(VMUL(vdx, vdy), vs),
+                                        VMUL(_mm256_set1_ps(f16_avx(x + 2)),
+                                             f16x8(yc, yo + 2)))))
+DOT_ROWS8_AVX512(q5_0, Q5_0_BYTES, Q8_0_BYTES, 2, unpack_q5(b + 2, b + 6), 16,
+                 vsum = VADD(vsum, VMUL(VMUL(vdx, vdy), vs)))
+DOT_ROWS8_AVX512(q5_1, Q5_1_BYTES, Q8_1_BYTES, 4, unpack_q5(b + 4, b + 8), 0,
+                 vsum = VADD(vsum, VADD(VMUL(VMUL(vdx, vdy), vs),
+                                        VMUL(_mm256_set1_ps(f16_avx(x + 2)),
+                                             f16x8(yc, yo + 2)))))
+DOT_ROWS8_AVX512(q8_0, Q8_0_BYTES, Q8_0_BYTES, 2, biased_q8(b), 128,
+                 vsum = VADD(vsum, VMUL(vs, VMUL(vdx, vdy))))
+DOT_ROWS8_AVX512(iq4_nl, IQ4_NL_BYTES, Q8_0_BYTES, 2, biased_iq4(b + 2), 128,
+                 vsum = VADD(vsum, VMUL(VMUL(vdy, vdx), vs)))
+
 #endif /* DS_QL_X86 */
 
 /* ======================================================================== */
@@ -1579,6 +1801,30 @@ static inline int use_avx2(void)
 #define AVX512_OR_RET(call_avx512)
 #endif
 
+#if DS_QL_X86
+/* The batched dot product of the level in effect (NULL: one dot per row). */
+#define DOT_ROWS_DISPATCH(t)                                                              \
+    static void t##_dot_rows(const void *row, const void *qx, size_t ys, int64_t na,      \
+                             int64_t n, float *out, int64_t os)                           \
+    {                                                                                     \
+        if (ds_simd_level() >= 2) {                                                       \
+            int64_t n8 = na - na % 8;                                                     \
+            t##_dot_rows8_avx512(row, qx, ys, n8, n, out, os);                            \
+            t##_dot_rows_avx512(row, (const uint8_t *)qx + (size_t)n8 * ys, ys, na - n8,  \
+                                n, out + n8 * os, os);                                    \
+        }                                                                                 \
+        else if (use_avx2())                                                              \
+            t##_dot_rows_avx2(row, qx, ys, na, n, out, os);                               \
+        else                                                                              \
+            for (int64_t c = 0; c < na; c++)                                              \
+                out[c * os] = t##_dot_ref(row, (const uint8_t *)qx + (size_t)c * ys, n);  \
+    }
+#define DOT_ROWS_FN(t) t##_dot_rows
+#else
+#define DOT_ROWS_DISPATCH(t)
+#define DOT_ROWS_FN(t) NULL
+#endif
+
 /* The imatrix searches stay scalar (as fast as llama.cpp's). */
 #define DEFINE_KERNELS(t)                                                            \
     static void t##_quantize(const float *x, void *dst, int64_t n, const float *qw)  \
@@ -1598,7 +1844,8 @@ static inline int use_avx2(void)
         AVX512_OR_RET(t##_dot_avx512(row, qx, n))                                    \
         AVX2_OR_RET(t##_dot_avx2(row, qx, n))                                        \
         return t##_dot_ref(row, qx, n);                                              \
-    }
+    }                                                                                \
+    DOT_ROWS_DISPATCH(t)
 
 DEFINE_KERNELS(q4_0)
 DEFINE_KERNELS(q4_1)
@@ -1631,9 +1878,11 @@ static float iq4_nl_dot(const void *row, const void *qx, int64_t n)
     return iq4_nl_dot_ref(row, qx, n);
 }
 
+DOT_ROWS_DISPATCH(iq4_nl)
+
 #define ENTRY(T, t, VT, quantize)                                                      \
     {DS_TYPE_##T, DS_TYPE_##VT, quantize, t##_quantize_ref, t##_dequantize,            \
-     t##_dequantize_ref, t##_dot, t##_dot_ref}
+     t##_dequantize_ref, t##_dot, t##_dot_ref, DOT_ROWS_FN(t)}
 
 static const struct ds_qtype qtypes[] = {
     ENTRY(Q4_0, q4_0, Q8_0, q4_0_quantize), ENTRY(Q4_1, q4_1, Q8_1, q4_1_quantize),

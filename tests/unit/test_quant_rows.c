@@ -1,0 +1,107 @@
+/* test_quant_rows.c - batched dot products (ds_quant_dot_rows) against the
+ * single ones, bit for bit, for every block type at every SIMD level. */
+#include <stdint.h>
+#include <string.h>
+
+#include "ds_quant.h"
+#include "quant_impl.h"
+#include "test.h"
+
+static const enum ds_type types[] = {DS_TYPE_Q4_0, DS_TYPE_Q4_1, DS_TYPE_Q5_0, DS_TYPE_Q5_1,
+                                     DS_TYPE_Q8_0, DS_TYPE_IQ4_NL, DS_TYPE_Q2_K, DS_TYPE_Q3_K,
+                                     DS_TYPE_Q4_K, DS_TYPE_Q5_K, DS_TYPE_Q6_K, DS_TYPE_IQ4_XS};
+
+static uint64_t rng_state = 0x243f6a8885a308d3ull;
+static float urand(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)(rng_state >> 40) / (float)(1 << 24) * 2.0f - 1.0f;
+}
+
+static size_t row_bytes(enum ds_type t, int64_t n)
+{
+    return (size_t)(n / ds_type_block_size(t)) * ds_type_block_bytes(t);
+}
+
+/* Rows of n elements, random with a few outliers (extreme scales and quants). */
+static void fill(float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] = urand() * (i % 97 == 5 ? 40.0f : 1.0f);
+}
+
+/* na activation rows, out stride 3: every output equals the single dot
+ * product of this level and the scalar reference, bit for bit; the gaps of
+ * out are left alone. */
+static void check_type(enum ds_type t, int64_t n, int64_t na)
+{
+    enum ds_type vt = ds_quant_vec_type(t);
+    size_t wb = row_bytes(t, n), qb = row_bytes(vt, n);
+    float *x = malloc((size_t)n * sizeof(float)), out[3 * 16], ref[3 * 16];
+    uint8_t *w = malloc(wb), *qx = malloc(qb * (size_t)na);
+    ASSERT(x && w && qx && na <= 16);
+    fill(x, n);
+    ASSERT(ds_quantize_row(t, x, w, n, NULL) == DS_OK);
+    for (int64_t c = 0; c < na; c++) {
+        fill(x, n);
+        ASSERT(ds_quantize_vec(vt, x, qx + (size_t)c * qb, n) == DS_OK);
+    }
+    for (int i = 0; i < 3 * 16; i++)
+        out[i] = ref[i] = -1.0f;
+    ds_quant_dot_rows(t, w, qx, qb, na, n, out, 3);
+    ds_quant_dot_rows_ref(t, w, qx, qb, na, n, ref, 3);
+    for (int64_t c = 0; c < na; c++) {
+        float one = ds_quant_dot(t, w, qx + (size_t)c * qb, n);
+        float r = ds_quant_dot_ref(t, w, qx + (size_t)c * qb, n);
+        ASSERT_MSG(!memcmp(&out[3 * c], &one, sizeof(one)) && !memcmp(&ref[3 * c], &r, sizeof(r)),
+                   "%s n %lld act %lld/%lld: rows %.9g ref rows %.9g dot %.9g ref %.9g",
+                   ds_type_name(t), (long long)n, (long long)c, (long long)na, out[3 * c],
+                   ref[3 * c], one, r);
+        ASSERT(out[3 * c + 1] == -1.0f && out[3 * c + 2] == -1.0f);
+    }
+    free(x);
+    free(w);
+    free(qx);
+}
+
+TEST(rows_vs_single)
+{
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        enum ds_type t = types[i];
+        int64_t b = ds_type_block_size(t);
+        /* block counts that leave every tail (4- and 8-block groups) */
+        const int64_t nbs[] = {1, 3, 8, 13, 16};
+        for (size_t k = 0; k < sizeof(nbs) / sizeof(nbs[0]); k++)
+            for (int64_t na = 1; na <= 9; na += (na < 5 ? 1 : 4))
+                check_type(t, nbs[k] * b, na);
+        check_type(t, 64 * b, 16);
+    }
+}
+
+TEST(zero_rows)
+{
+    float out = 7.0f;
+    uint8_t w[256], qx[512];
+    memset(w, 0, sizeof(w));
+    memset(qx, 0, sizeof(qx));
+    ds_quant_dot_rows(DS_TYPE_Q8_0, w, qx, 34, 0, 32, &out, 1);
+    ASSERT(out == 7.0f);
+}
+
+int main(void)
+{
+    static const char *const names[] = {"scalar", "avx2", "avx512"};
+    for (int l = 2; l >= 0; l--) {
+        if (ds_simd_set_level(l) != l) {
+            fprintf(stderr, "     (no %s on this CPU)\n", names[l]);
+            continue;
+        }
+        fprintf(stderr, "     simd level: %s\n", ds_quant_simd());
+        RUN(rows_vs_single);
+    }
+    ds_simd_set_level(-1);
+    RUN(zero_rows);
+    return test_report();
+}
