@@ -1,77 +1,68 @@
 #!/bin/sh
 # Pruning benchmark: perplexity against sparsity (magnitude and Wanda, 50% and
-# 2:4) and against the fraction of routed experts removed, on the tiny test
-# checkpoints (random weights: the numbers show the pipeline, not quality;
-# redo the table on the demo model when it exists: MODELS="path.gguf ...").
+# 2:4), against the fraction of routed experts removed, one attention head and
+# one layer removed, with the parameter count and the zstd-compressed size
+# from ds-prune's --json report.
 #
-# Perplexity is computed here from `ds-run --dump-logits` (ds-eval is not
-# there yet): the second half of tests/data/shakespeare-12k.txt is tokenized,
-# cut into chunks of CTX tokens (BOS + CTX-1 tokens of text), and every
-# position but the last of each chunk predicts the next token:
-# ppl = exp(mean of -log softmax(logits)[next]). The first half of the text is
-# the calibration text of Wanda and of the expert ranking.
+# By default on the demo model (data/demo/demo.gguf) with its split
+# (data/demo/README.md, the Makefile's demo target): lines 1-36000 of
+# data/shakespeare/input.txt are the training text, lines 36001-40000 the
+# held-out text. Perplexity is ds-eval --perplexity (llama.cpp's method:
+# windows of CTX tokens, the second half of each scored) on the whole
+# held-out text; the calibration text (Wanda's activation norms, the router
+# statistics of the expert ranking, head and layer ranking) is the first
+# CAL_CHUNKS chunks of CTX tokens of the TRAINING text, so nothing of the
+# evaluation text is seen by the pruning.
 #   sh bench/prune.sh [WORKDIR]
+#   MODELS="a.gguf b.gguf" CALIB=text EVAL=text sh bench/prune.sh [WORKDIR]
+# Everything is deterministic (ds-eval's numbers do not depend on the thread
+# count), so one run suffices. T threads (default 1).
 set -eu
 cd "$(dirname "$0")/.."
 W=${1:-bench/out}
-CTX=${CTX:-256}
-CHUNKS=${CHUNKS:-4}
+CTX=${CTX:-128}
+CAL_CHUNKS=${CAL_CHUNKS:-64}
+T=${T:-1}
 mkdir -p "$W"
 make -s all
-text=tests/data/shakespeare-12k.txt
-half=$(($(wc -c < "$text") / 2))
-head -c "$half" "$text" > "$W/calib.txt"
-tail -c +"$((half + 1))" "$text" > "$W/eval.txt"
+text=data/shakespeare/input.txt
+if [ -n "${CALIB:-}" ]; then cp "$CALIB" "$W/calib.txt"; else head -n 36000 "$text" > "$W/calib.txt"; fi
+if [ -n "${EVAL:-}" ]; then cp "$EVAL" "$W/eval.txt"; else tail -n +36001 "$text" > "$W/eval.txt"; fi
 
-# ppl MODEL: perplexity over CHUNKS chunks of eval.txt
+# ppl MODEL: "PPL +/- stderr" over the held-out text
 ppl() {
-    cmd/ds-run -m "$1" -f "$W/eval.txt" --tokenize | grep -v '^0$' > "$W/ids"
-    nv=$(cmd/ds-convert --list "$1" | awk '$1 == "deepseek2.vocab_size" { print $3 }')
-    : > "$W/nll"
-    for c in $(seq 0 $((CHUNKS - 1))); do
-        ids=$(awk -v a=$((c * (CTX - 1) + 1)) -v b=$(((c + 1) * (CTX - 1))) \
-            'NR >= a && NR <= b' "$W/ids" | paste -sd, -)
-        [ -n "$ids" ] || break
-        cmd/ds-run -q -m "$1" -c "$CTX" --tokens "0,$ids" --dump-logits "$W/lg.f32"
-        echo "0,$ids" | tr , '\n' > "$W/tok"
-        od -An -v -f -w4 "$W/lg.f32" | awk -v V="$nv" -v tokfile="$W/tok" '
-            BEGIN { while ((getline t < tokfile) > 0) tok[n++] = t }
-            { j = (NR - 1) % V; row = int((NR - 1) / V); x[j] = $1
-              if (j == V - 1 && row + 1 < n) {
-                  m = x[0]; for (i = 1; i < V; i++) if (x[i] > m) m = x[i]
-                  s = 0; for (i = 0; i < V; i++) s += exp(x[i] - m)
-                  print m + log(s) - x[tok[row + 1]] } }' >> "$W/nll"
-    done
-    awk '{ s += $1; n++ } END { printf "%.2f (%d tokens)", exp(s / n), n }' "$W/nll"
+    cmd/ds-eval -T "$T" -m "$1" --perplexity "$W/eval.txt" --ctx "$CTX" 2>&1 |
+        sed -n 's/.*PPL = \([0-9.]*\) +\/- \([0-9.]*\),.*/\1 ± \2/p'
 }
 
-row() { # label model
-    printf '| %-28s | %s |\n' "$1" "$(ppl "$2")"
+# row LABEL [DS-PRUNE OPTIONS]: prune the model $m, evaluate the result
+row() {
+    label=$1
+    shift
+    cmd/ds-prune -T "$T" -q -f --json "$@" "$m" -o "$W/pruned.gguf" > "$W/report.json"
+    js() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" "$W/report.json"; }
+    printf '| %-30s | %9s | %8.3f | %s |\n' "$label" "$(js params_after)" \
+        "$(echo "$(js zstd_bytes)" | awk '{ print $1 / 1e6 }')" "$(ppl "$W/pruned.gguf")"
 }
 
-MODELS=${MODELS:-}
-if [ -z "$MODELS" ]; then
-    for m in tiny-v3-fp8 tiny-v2lite; do
-        [ -s "$W/$m-f32.gguf" ] || cmd/ds-convert -q --outtype f32 "tests/data/$m" -o "$W/$m-f32.gguf"
-        MODELS="$MODELS $W/$m-f32.gguf"
-    done
-fi
-cal="--calibrate $W/calib.txt --calibrate-ctx $CTX"
+MODELS=${MODELS:-data/demo/demo.gguf}
+cal="--calibrate $W/calib.txt --calibrate-ctx $CTX --calibrate-chunks $CAL_CHUNKS"
 for m in $MODELS; do
     echo "### ${m##*/}"
     echo
-    echo "| pruning                      | perplexity |"
-    echo "|---|---|"
-    row "none" "$m"
-    p=$W/pruned.gguf
-    cmd/ds-prune -q -f -s 0.5 "$m" -o "$p" && row "magnitude 50%" "$p"
-    cmd/ds-prune -q -f -s 0.5 --method wanda $cal "$m" -o "$p" && row "wanda 50%" "$p"
-    cmd/ds-prune -q -f --nm 2:4 "$m" -o "$p" && row "magnitude 2:4" "$p"
-    cmd/ds-prune -q -f --nm 2:4 --method wanda $cal "$m" -o "$p" && row "wanda 2:4" "$p"
+    echo "| pruning                        | parameters | zstd MB | perplexity |"
+    echo "|---|---:|---:|---|"
+    row "none (ds-prune -s 0: a copy)" -s 0
+    row "magnitude 50%" -s 0.5
+    row "wanda 50%" -s 0.5 --method wanda $cal
+    row "magnitude 2:4" --nm 2:4
+    row "wanda 2:4" --nm 2:4 --method wanda $cal
     for f in 0.25 0.5; do
-        cmd/ds-prune -q -f --experts "$f" $cal "$m" -o "$p" && row "experts -$f (router stats)" "$p"
-        cmd/ds-prune -q -f --experts "$f" "$m" -o "$p" && row "experts -$f (router norm)" "$p"
+        row "experts -$f (router stats)" --experts "$f" $cal
+        row "experts -$f (router norm)" --experts "$f"
     done
+    row "heads -1 per layer" --heads 1 $cal
+    row "layers -1 (block influence)" --layers 1 $cal
     echo
 done
-rm -f "$W/pruned.gguf" "$W/lg.f32" "$W/ids" "$W/tok" "$W/nll"
+rm -f "$W/pruned.gguf" "$W/report.json"

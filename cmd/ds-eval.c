@@ -20,6 +20,7 @@ enum {
     OPT_SAVE_LOGITS,
     OPT_CTX,
     OPT_BATCH,
+    OPT_CACHE_TYPE,
     OPT_SHOTS,
     OPT_SHOTS_FILE,
     OPT_CHAT,
@@ -57,6 +58,8 @@ static const struct ds_opt options[] = {
     {OPT_BATCH, 'b', "batch", "N",
      "perplexity: tokens per forward call within a window (the numbers do not change)",
      "the whole window", NULL, false},
+    {OPT_CACHE_TYPE, 0, "cache-type", "TYPE",
+     "store the KV cache as f32 or q8_0 (8 bits, 3.8x smaller)", "f32", "f32|q8_0", false},
     {OPT_SHOTS, 0, "shots", "K", "prepend the first K items of --shots-file as examples", "0",
      NULL, false},
     {OPT_SHOTS_FILE, 0, "shots-file", "FILE", "JSONL file of few-shot examples", NULL, "file",
@@ -121,6 +124,7 @@ struct ev {
     double temp;
     bool chat, seed_set, skip_bad, merge, temp_set;
     uint64_t seed;
+    struct ds_ctx_params cp;
     struct threshold thr[MAX_THRESHOLDS];
     int n_thr;
     /* run state */
@@ -392,7 +396,7 @@ static void setup_model(struct ev *e)
         alloc = e->ppl_ctx;
     if (e->c.n_operands && e->ctx_size > alloc)
         alloc = e->ctx_size;
-    if ((err = ds_ctx_new(e->model, alloc, &e->ctx)) != DS_OK)
+    if ((err = ds_ctx_new_ex(e->model, alloc, &e->cp, &e->ctx)) != DS_OK)
         ds_cli_fail(&e->c, err);
     if (e->chat) {
         if (e->chat_template) {
@@ -466,7 +470,7 @@ static void run_perplexity(struct ev *e)
         if (n_ctx > ds_ctx_n_ctx(e->ctx)) {
             ds_ctx_free(e->ctx);
             e->ctx = NULL;
-            if ((err = ds_ctx_new(e->model, n_ctx, &e->ctx)) != DS_OK)
+            if ((err = ds_ctx_new_ex(e->model, n_ctx, &e->cp, &e->ctx)) != DS_OK)
                 ds_cli_fail(&e->c, err);
         }
         bt = ds_eval_logits_tokens(base, &nbt);
@@ -827,6 +831,8 @@ static char *options_json(const struct ev *e)
     if (!o)
         oom(&e->c);
     cJSON_AddNumberToObject(o, "ctx", (double)e->n_ctx);
+    cJSON_AddStringToObject(o, "cache_type",
+                            e->cp.cache_type == DS_CACHE_Q8_0 ? "q8_0" : "f32");
     cJSON_AddNumberToObject(o, "limit", (double)e->limit);
     cJSON_AddNumberToObject(o, "shots", (double)e->shots);
     if (e->shots_file)
@@ -913,6 +919,14 @@ int main(int argc, char **argv)
         case OPT_SAVE_LOGITS: e.save_file = arg; break;
         case OPT_CTX: e.n_ctx = ds_cli_int(c, "--ctx", arg, 2, 1 << 24); break;
         case OPT_BATCH: e.batch = ds_cli_int(c, "--batch", arg, 1, 1 << 24); break;
+        case OPT_CACHE_TYPE:
+            if (!strcmp(arg, "f32"))
+                e.cp.cache_type = DS_CACHE_F32;
+            else if (!strcmp(arg, "q8_0"))
+                e.cp.cache_type = DS_CACHE_Q8_0;
+            else
+                ds_cli_usage_error(c, "invalid value '%s' for --cache-type (f32 or q8_0)", arg);
+            break;
         case OPT_SHOTS: e.shots = ds_cli_int(c, "--shots", arg, 0, 1 << 20); break;
         case OPT_SHOTS_FILE: e.shots_file = arg; break;
         case OPT_CHAT: e.chat = true; break;

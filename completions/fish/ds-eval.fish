@@ -6,6 +6,7 @@ complete -c ds-eval -l kl-divergence -r -F -d "KL divergence from the base log-p
 complete -c ds-eval -l save-logits -r -F -d "save the log-probabilities of --perplexity to FILE (zstd) for --kl-divergence"
 complete -c ds-eval -s c -l ctx -r -f -d "context size: the perplexity window, the task context"
 complete -c ds-eval -s b -l batch -r -f -d "perplexity: tokens per forward call within a window (the numbers do not change)"
+complete -c ds-eval -l cache-type -r -f -a "f32 q8_0" -d "store the KV cache as f32 or q8_0 (8 bits, 3.8x smaller)"
 complete -c ds-eval -l shots -r -f -d "prepend the first K items of --shots-file as examples"
 complete -c ds-eval -l shots-file -r -F -d "JSONL file of few-shot examples"
 complete -c ds-eval -l chat -d "apply the model's chat template to the prompts"

@@ -101,6 +101,29 @@ jq_num() {
     [ "$(jq '.tasks[0].metrics.ppl_base.value' q.json)" = "$(jq '.tasks[0].metrics.ppl.value' s.json)" ]
 }
 
+@test "--cache-type q8_0: perplexity close to the f32 cache's, small positive KLD against it" {
+    run -0 --separate-stderr ds ds-eval -m "$F32" --perplexity "$TEXT" -c 32 --save-logits f.kld \
+        --json f.json
+    run -0 --separate-stderr ds ds-eval -m "$F32" --perplexity "$TEXT" -c 32 --cache-type f32 \
+        --json f2.json
+    [ "$(jq '.tasks[0].metrics.ppl.value' f.json)" = "$(jq '.tasks[0].metrics.ppl.value' f2.json)" ]
+    jq -e '.options.cache_type == "f32"' f2.json
+    run -0 --separate-stderr ds ds-eval -m "$F32" --perplexity "$TEXT" -c 32 --cache-type q8_0 \
+        --json q.json
+    jq -e '.options.cache_type == "q8_0"' q.json
+    p=$(jq '.tasks[0].metrics.ppl.value' f.json)
+    jq -e --argjson p "$p" '.tasks[0].metrics.ppl.value as $q |
+        $q != $p and ($q / $p - 1 | fabs) < 0.02' q.json
+    run -0 --separate-stderr ds ds-eval -m "$F32" --cache-type q8_0 --kl-divergence f.kld \
+        --json k.json
+    echo "# $stderr" >&3
+    jq -e '.tasks[0].metrics.kld.value > 0 and .tasks[0].metrics.kld.value < 0.01' k.json
+    jq -e '.tasks[0].metrics.same_top.value > 0.9' k.json
+    [ "$(jq '.tasks[0].metrics.ppl.value' k.json)" = "$(jq '.tasks[0].metrics.ppl.value' q.json)" ]
+    run -2 --separate-stderr ds ds-eval -m "$F32" --perplexity "$TEXT" --cache-type q4_0
+    [[ $stderr == *"invalid value 'q4_0' for --cache-type"* ]]
+}
+
 @test "KL divergence: another text, another window size or a non-logits file is an error" {
     ds ds-eval -m "$F32" --perplexity "$TEXT" -c 32 --save-logits "$BATS_FILE_TMPDIR/b.kld" 2> /dev/null
     run -1 --separate-stderr ds ds-eval -m "$Q8" --kl-divergence "$BATS_FILE_TMPDIR/b.kld" \
