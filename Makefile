@@ -176,7 +176,7 @@ DEMO_T     ?= 2
 DISTILL    := $(O)/cmd/ds-distill -T $(DEMO_T) --no-progress -f
 DEMO_OPTS  := --batch 8 --ctx 128 --lr 3e-3 --min-lr 3e-4 --seed 1 --eval-windows 96 \
               --data $(DEMO_B)/train.txt --valid $(DEMO_B)/valid.txt --outtype f16
-DEMO_TEACH := --steps 200 --warmup 20 --eval-every 50
+DEMO_TEACH := --steps 300 --warmup 20 --eval-every 50
 DEMO_STUD  := --steps 150 --warmup 20 --eval-every 50
 demo-model: tools
 	rm -rf $(DEMO_B) && mkdir -p $(DEMO_B)
