@@ -58,7 +58,7 @@ static ds_err parse_line(const char *path, int64_t line, const char *s, size_t l
     memset(it, 0, sizeof(*it));
     it->line = line;
     // ds_json_parse: bounded depth, no NUL byte, no trailing data, no key twice
-    rc = ds_json_parse(s, len, path, "the line", 0, &o);
+    rc = ds_json_parse(s, len, path, "line", 0, &o);
     if (rc == DS_ERR_FORMAT) {
         char msg[512];
         size_t skip = strlen(path) + 4; // "'path': "

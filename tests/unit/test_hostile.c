@@ -598,6 +598,34 @@ TEST(json_nesting)
     ds_meta_free(m);
 }
 
+/* ds-eval's JSON readers (task lines, reports) go through ds_json_parse: the
+ * depth bound, keys given twice, trailing data. */
+TEST(eval_json)
+{
+    size_t len;
+    char *deep = nested(100000, true, &len), *line = malloc(len + 64);
+    struct ds_eval_task *t = NULL;
+    struct ds_eval_report r;
+
+    ASSERT(line);
+    snprintf(line, len + 64, "{\"prompt\": \"a\", \"answer\": %s}\n", deep);
+    EXPECT(ds_eval_task_load(put("deep.jsonl", line, strlen(line)), false, &t), DS_ERR_FORMAT,
+           "deep.jsonl':1: line is nested deeper than");
+    const char *twice = "{\"prompt\": \"a\", \"answer\": \"1\", \"answer\": \"2\"}\n";
+    EXPECT(ds_eval_task_load(put("twice.jsonl", twice, strlen(twice)), false, &t), DS_ERR_FORMAT,
+           "twice.jsonl':1: line has the key 'answer' twice");
+    const char *after = "\n{\"prompt\": \"a\", \"answer\": 1} {}\n";
+    EXPECT(ds_eval_task_load(put("after.jsonl", after, strlen(after)), false, &t), DS_ERR_FORMAT,
+           "after.jsonl':2: unexpected data after the line at byte");
+    ASSERT(!t);
+    EXPECT(ds_eval_report_parse(deep, "deep.json", &r), DS_ERR_FORMAT,
+           "'deep.json': report is nested deeper than");
+    EXPECT(ds_eval_report_parse("{\"tool\": \"ds-eval\", \"tool\": \"x\"}", "twice.json", &r),
+           DS_ERR_FORMAT, "'twice.json': report has the key 'tool' twice");
+    free(line);
+    free(deep);
+}
+
 /* A small valid deepseek_v2 config.json with field set to value (added, or
  * replacing the default). */
 static const char *config_with(const char *field, const char *value)
@@ -799,6 +827,7 @@ int main(void)
     RUN(safetensors_header);
     RUN(safetensors_tensors);
     RUN(json_nesting);
+    RUN(eval_json);
     RUN(config_numbers);
     RUN(tokenizer_json_ids);
     RUN(index_paths);
