@@ -626,6 +626,26 @@ TEST(eval_json)
     free(deep);
 }
 
+/* A saved-logits file claiming 2^31 tokens (8 GiB) with 3 there: the reader
+ * runs out of data, not memory (found by fuzz_eval_logits). */
+TEST(eval_logits_claims)
+{
+    struct bb b = {.n = 0};
+    struct ds_eval_logits *f = NULL;
+
+    raw(&b, "DSEVLOGP", 8);
+    u32(&b, 1);          // version
+    u32(&b, 16);         // n_vocab
+    u32(&b, 4);          // n_ctx
+    u32(&b, 0);          // n_windows
+    u64(&b, 1ull << 31); // n_tokens
+    u32(&b, 1);
+    u32(&b, 2);
+    u32(&b, 3);
+    EXPECT(ds_eval_logits_open(put("claims.logits", b.b, b.n), 16, &f), DS_ERR_TRUNCATED, "");
+    ASSERT(!f);
+}
+
 /* A small valid deepseek_v2 config.json with field set to value (added, or
  * replacing the default). */
 static const char *config_with(const char *field, const char *value)
@@ -828,6 +848,7 @@ int main(void)
     RUN(safetensors_tensors);
     RUN(json_nesting);
     RUN(eval_json);
+    RUN(eval_logits_claims);
     RUN(config_numbers);
     RUN(tokenizer_json_ids);
     RUN(index_paths);
