@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -646,6 +647,33 @@ TEST(eval_logits_claims)
     ASSERT(!f);
 }
 
+/* A teacher cache whose shard 0 claims 2^28 windows (2^20 shards): refused
+ * on the missing last shard before the shard table is allocated. */
+TEST(tcache_claims)
+{
+    struct bb b = {.n = 0};
+    struct ds_tcache *c = NULL;
+    char dir[600];
+
+    snprintf(dir, sizeof(dir), "%s", tmp("tc"));
+    ASSERT(mkdir(dir, 0700) == 0);
+    raw(&b, "DSTCACHE", 8);
+    u32(&b, 1);                        // version
+    u32(&b, 16);                       // n_vocab
+    u32(&b, 4);                        // ctx
+    u32(&b, 2);                        // k
+    u64(&b, ((uint64_t)4 << 28) + 1);  // n_tokens
+    u64(&b, (uint64_t)1 << 28);        // n_windows
+    u32(&b, 256);                      // windows per shard
+    u32(&b, 0);                        // shard index
+    u32(&b, 1u << 20);                 // n_shards
+    u32(&b, 256);                      // windows in this shard
+    zeros(&b, 72);                     // hashes, reserved
+    put("tc/shard-00000.dstc", b.b, b.n);
+    EXPECT(ds_tcache_open(dir, NULL, &c), DS_ERR_FORMAT, "shard 1048575 is missing");
+    ASSERT(!c);
+}
+
 /* A small valid deepseek_v2 config.json with field set to value (added, or
  * replacing the default). */
 static const char *config_with(const char *field, const char *value)
@@ -849,6 +877,7 @@ int main(void)
     RUN(json_nesting);
     RUN(eval_json);
     RUN(eval_logits_claims);
+    RUN(tcache_claims);
     RUN(config_numbers);
     RUN(tokenizer_json_ids);
     RUN(index_paths);
