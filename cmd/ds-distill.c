@@ -813,6 +813,7 @@ int main(int argc, char **argv)
                     (long long)ds_trainer_step_count(r.tr), r.ckpt);
         if (r.log)
             fclose(r.log);
+        run_free(&r, tok);
         ds_cli_finish_stdout(&c);
         return DS_EXIT_OK;
     }
