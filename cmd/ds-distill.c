@@ -525,6 +525,28 @@ static bool exists(const char *path)
     return path && strcmp(path, "-") && stat(path, &sb) == 0;
 }
 
+/* Frees what main allocated (every exit path after the allocations calls it:
+ * nothing is left for valgrind to call lost). */
+static void run_free(struct run *r, struct ds_tokenizer *tok)
+{
+    ds_tokenizer_free(tok);
+    ds_trainer_free(r->tr);
+    ds_tmodel_free(r->m);
+    ds_ctx_free(r->tctx);
+    ds_model_free(r->teacher);
+    free(r->train);
+    free(r->valid);
+    free(r->tlogits);
+    free(r->tids);
+    free(r->tvals);
+    ds_tcache_free(r->tcache);
+    free(r->p_step);
+    free(r->p_loss);
+    free(r->p_ce);
+    free(r->p_vstep);
+    free(r->p_valid);
+}
+
 int main(int argc, char **argv)
 {
     struct ds_cli c = {
@@ -677,6 +699,7 @@ int main(int argc, char **argv)
             ds_cli_fail(&c, e);
         if (ds_model_vocab_only(r.teacher)) {
             ds_cli_error(&c, "'%s' holds a vocabulary only; it cannot be a teacher", teacher);
+            run_free(&r, tok);
             return DS_EXIT_FAILURE;
         }
     }
@@ -702,11 +725,13 @@ int main(int argc, char **argv)
     if (r.n_train < (size_t)r.o.ctx + 1) {
         ds_cli_error(&c, "'%s': %zu tokens; at least --ctx + 1 = %lld are needed", data,
                      r.n_train, (long long)r.o.ctx + 1);
+        run_free(&r, tok);
         return DS_EXIT_FAILURE;
     }
     if (valid && r.n_valid < (size_t)r.o.ctx + 1) {
         ds_cli_error(&c, "'%s': %zu tokens; at least --ctx + 1 = %lld are needed", valid,
                      r.n_valid, (long long)r.o.ctx + 1);
+        run_free(&r, tok);
         return DS_EXIT_FAILURE;
     }
     if (!r.m) { // carve
@@ -722,6 +747,7 @@ int main(int argc, char **argv)
         ds_cli_fail(&c, e);
     if ((e = ds_trainer_set_data(r.tr, r.train, r.n_train)) != DS_OK) {
         ds_cli_error(&c, "'%s': %s", data, ds_errmsg());
+        run_free(&r, tok);
         return DS_EXIT_FAILURE;
     }
     if (r.teacher) {
@@ -730,6 +756,7 @@ int main(int argc, char **argv)
             ds_cli_error(&c, "teacher '%s' has %lld tokens, the student %lld: the vocabularies "
                              "must be the same",
                          teacher, (long long)V, (long long)ds_tmodel_n_vocab(r.m));
+            run_free(&r, tok);
             return DS_EXIT_FAILURE;
         }
         if (r.topk > V)
@@ -748,6 +775,7 @@ int main(int argc, char **argv)
     }
     if (log && !(r.log = fopen(log, resume ? "a" : "w"))) {
         ds_cli_error(&c, "cannot open '%s': %s", log, strerror(errno));
+        run_free(&r, tok);
         return DS_EXIT_FAILURE;
     }
     r.ckpt = ckpt;
@@ -774,6 +802,7 @@ int main(int argc, char **argv)
         ds_io_cleanup_temps();
         signal(sig, SIG_DFL);
         raise(sig);
+        run_free(&r, tok);
         return DS_EXIT_FAILURE;
     }
     if (stop_at > 0 && ds_trainer_step_count(r.tr) < r.o.steps) {
@@ -784,6 +813,7 @@ int main(int argc, char **argv)
                     (long long)ds_trainer_step_count(r.tr), r.ckpt);
         if (r.log)
             fclose(r.log);
+        run_free(&r, tok);
         ds_cli_finish_stdout(&c);
         return DS_EXIT_OK;
     }
@@ -794,28 +824,14 @@ int main(int argc, char **argv)
         ds_cli_fail(&c, e);
     if (r.log && fclose(r.log) != 0) {
         ds_cli_error(&c, "error writing '%s': %s", log, strerror(errno));
+        run_free(&r, tok);
         return DS_EXIT_FAILURE;
     }
     if (c.level >= 2) {
         fprintf(stderr, "%s: trained %lld steps; student written to '%s'\n", c.prog,
                 (long long)ds_trainer_step_count(r.tr), c.output ? c.output : "<stdout>");
     }
-    ds_tokenizer_free(tok);
-    ds_trainer_free(r.tr);
-    ds_tmodel_free(r.m);
-    ds_ctx_free(r.tctx);
-    ds_model_free(r.teacher);
-    free(r.train);
-    free(r.valid);
-    free(r.tlogits);
-    free(r.tids);
-    free(r.tvals);
-    ds_tcache_free(r.tcache);
-    free(r.p_step);
-    free(r.p_loss);
-    free(r.p_ce);
-    free(r.p_vstep);
-    free(r.p_valid);
+    run_free(&r, tok);
     ds_cli_finish_stdout(&c);
     return DS_EXIT_OK;
 }

@@ -99,7 +99,7 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static void die_lib(const struct ds_cli *c, ds_err e)
+static noreturn void die_lib(const struct ds_cli *c, ds_err e)
 {
     ds_cli_fail(c, e);
 }
@@ -310,6 +310,7 @@ int main(int argc, char **argv)
     const char *stop_reason = "length";
     int64_t n_vocab;
     ds_err e;
+    int status = DS_EXIT_FAILURE;
     int id;
 
     ds_cli_init(c, argc, argv);
@@ -388,10 +389,10 @@ int main(int argc, char **argv)
     /* model and tokenizer */
     t0 = now_s();
     if ((e = ds_model_load(r.model, &model)) != DS_OK)
-        die_lib(c, e);
+        die_lib(c, e); /* nothing to free yet */
     t_load = now_s() - t0;
     if ((e = ds_tokenizer_new(ds_model_meta(model), &tok)) != DS_OK)
-        die_lib(c, e);
+        goto fail_lib;
 
     /* the prompt as token ids */
     if (r.tokens_arg) {
@@ -400,7 +401,7 @@ int main(int argc, char **argv)
             if (ids[i] >= ds_tokenizer_n_vocab(tok)) {
                 ds_cli_error(c, "token id %d is out of range (the vocabulary has %d)", ids[i],
                              ds_tokenizer_n_vocab(tok));
-                return DS_EXIT_FAILURE;
+                goto fail;
             }
     } else {
         size_t len;
@@ -412,7 +413,8 @@ int main(int argc, char **argv)
             size_t bl = 0;
             if (memchr(text, '\0', len)) {
                 ds_cli_error(c, "the prompt contains a NUL byte");
-                return DS_EXIT_FAILURE;
+                free(text);
+                goto fail;
             }
             if (r.chat_template) {
                 ds_chat_from_name(r.chat_template, &t);
@@ -422,20 +424,24 @@ int main(int argc, char **argv)
                 if (!jinja) {
                     ds_cli_error(c, "'%s' has no chat template; choose one with --chat-template",
                                  r.model);
-                    return DS_EXIT_FAILURE;
+                    free(text);
+                    goto fail;
                 }
                 if ((e = ds_chat_detect(jinja, &t)) != DS_OK) {
                     ds_cli_error(c, "'%s': unknown chat template; choose one with --chat-template",
                                  r.model);
-                    return DS_EXIT_FAILURE;
+                    free(text);
+                    goto fail;
                 }
             }
             if (ds_tokenizer_bos(tok) >= 0 && add_bos)
                 ds_tokenizer_piece(tok, ds_tokenizer_bos(tok), &bos, &bl);
             char *bos_z = strndup(bos, bl);
             if (!bos_z || (e = ds_chat_apply(t, bos_z, r.system, text, &templated)) != DS_OK) {
+                e = bos_z ? e : DS_ERR_NOMEM;
                 free(bos_z);
-                die_lib(c, bos_z ? e : DS_ERR_NOMEM);
+                free(text);
+                goto fail_lib;
             }
             free(bos_z);
             free(text);
@@ -447,7 +453,7 @@ int main(int argc, char **argv)
         free(text);
         if (e != DS_OK) {
             ds_cli_error(c, "prompt: %s", ds_errmsg());
-            return DS_EXIT_FAILURE;
+            goto fail;
         }
     }
     if (r.tokenize) {
@@ -461,7 +467,7 @@ int main(int argc, char **argv)
     }
     if (ds_model_vocab_only(model)) {
         ds_cli_error(c, "'%s' holds a vocabulary only; it can tokenize but not run", r.model);
-        return DS_EXIT_FAILURE;
+        goto fail;
     }
 
     /* context */
@@ -473,37 +479,37 @@ int main(int argc, char **argv)
         if (r.n_ctx > max_ctx) {
             ds_cli_error(c, "--ctx %lld is more than the model's context (%lld)", r.n_ctx,
                          max_ctx);
-            return DS_EXIT_FAILURE;
+            goto fail;
         }
         if ((long long)n_ids > r.n_ctx) {
             ds_cli_error(c, "the prompt is %zu tokens, more than the context of %lld (--ctx)",
                          n_ids, r.n_ctx);
-            return DS_EXIT_FAILURE;
+            goto fail;
         }
         if (n_ids == 0) {
             ds_cli_error(c, "the prompt is empty");
-            return DS_EXIT_FAILURE;
+            goto fail;
         }
     }
     if ((e = ds_ctx_new_ex(model, r.n_ctx, &r.cp, &ctx)) != DS_OK)
-        die_lib(c, e);
+        goto fail_lib;
     if (r.mtp && (e = ds_ctx_enable_mtp(ctx)) != DS_OK)
-        die_lib(c, e);
+        goto fail_lib;
     n_vocab = ds_model_n_vocab(model);
     if ((e = ds_sampler_new(&r.sp, (int32_t)n_vocab, &smp)) != DS_OK)
-        die_lib(c, e);
+        goto fail_lib;
     logits = malloc((r.dump ? n_ids : 1) * (size_t)n_vocab * sizeof(float));
     if (r.mtp)
         spec = malloc(3 * (size_t)n_vocab * sizeof(float));
     if (!logits || (r.mtp && !spec)) {
         ds_cli_error(c, "out of memory for %zu x %lld logits", n_ids, (long long)n_vocab);
-        return DS_EXIT_FAILURE;
+        goto fail;
     }
 
     /* prompt */
     t0 = now_s();
     if ((e = ds_forward(ctx, ids, n_ids, logits, r.dump != NULL)) != DS_OK)
-        die_lib(c, e);
+        goto fail_lib;
     t_prompt = now_s() - t0;
     if (r.dump)
         dump_logits(&r, logits, n_ids, n_vocab);
@@ -547,15 +553,15 @@ int main(int argc, char **argv)
             if (r.mtp && ds_ctx_pos(ctx) + 2 <= r.n_ctx) {
                 int32_t pair[2] = {next, 0}, t;
                 if ((e = ds_ctx_draft(ctx, next, spec + 2 * n_vocab)) != DS_OK)
-                    die_lib(c, e);
+                    goto fail_lib;
                 pair[1] = argmax(spec + 2 * n_vocab, n_vocab);
                 if ((e = ds_forward(ctx, pair, 2, spec, true)) != DS_OK)
-                    die_lib(c, e);
+                    goto fail_lib;
                 n_drafted++;
                 t = ds_sampler_sample(smp, spec);
                 if (t != pair[1]) {
                     if ((e = ds_ctx_truncate(ctx, ds_ctx_pos(ctx) - 1)) != DS_OK)
-                        die_lib(c, e);
+                        goto fail_lib;
                     next = t;
                     continue;
                 }
@@ -583,7 +589,7 @@ int main(int argc, char **argv)
                 continue;
             }
             if ((e = ds_forward(ctx, &next, 1, logits, false)) != DS_OK)
-                die_lib(c, e);
+                goto fail_lib;
             next = ds_sampler_sample(smp, logits);
         }
         t_gen = now_s() - t0;
@@ -626,7 +632,7 @@ int main(int argc, char **argv)
         cJSON_Delete(o);
         if (!s) {
             ds_cli_error(c, "out of memory");
-            return DS_EXIT_FAILURE;
+            goto fail;
         }
         puts(s);
         cJSON_free(s);
@@ -647,6 +653,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "%s: MTP drafts accepted %lld of %lld (%.1f%%)\n", c->prog,
                     n_accepted, n_drafted, n_drafted ? 100.0 * n_accepted / n_drafted : 0.0);
     }
+    status = DS_EXIT_OK;
+fail:
     free(out.buf);
     free(logits);
     free(spec);
@@ -655,6 +663,17 @@ int main(int argc, char **argv)
     ds_ctx_free(ctx);
     ds_tokenizer_free(tok);
     ds_model_free(model);
-    ds_cli_finish_stdout(c);
-    return DS_EXIT_OK;
+    if (status == DS_EXIT_OK)
+        ds_cli_finish_stdout(c);
+    return status;
+fail_lib: /* a library error: free, then report it (ds_errmsg() survives the frees) */
+    free(out.buf);
+    free(logits);
+    free(spec);
+    free(ids);
+    ds_sampler_free(smp);
+    ds_ctx_free(ctx);
+    ds_tokenizer_free(tok);
+    ds_model_free(model);
+    die_lib(c, e);
 }

@@ -356,14 +356,25 @@ ds_err ds_eval_logits_open(const char *path, int32_t n_vocab, struct ds_eval_log
     f->n_ctx = (int32_t)nc;
     f->n_windows = nw;
     f->n_tokens = (int64_t)nt;
-    f->tokens = ds_malloc(sizeof(int32_t) * (nt ? nt : 1));
+    // the tokens array grows as they come: a header's claim allocates nothing
+    f->tokens = ds_malloc(sizeof(int32_t));
     if (!f->tokens) {
         rc = DS_ERR_NOMEM;
         goto out;
     }
-    for (uint64_t i = 0; i < nt; i++) {
+    for (uint64_t i = 0, cap = 1; i < nt; i++) {
         uint8_t b[4];
         uint32_t t;
+        if (i == cap) {
+            int32_t *p;
+            cap = cap * 2 < nt ? cap * 2 : nt;
+            p = ds_realloc(f->tokens, sizeof(int32_t) * cap);
+            if (!p) {
+                rc = DS_ERR_NOMEM;
+                goto out;
+            }
+            f->tokens = p;
+        }
         DS_CHECK(ds_reader_read(f->r, b, 4));
         t = get_u32(b);
         DS_FAIL_IF(t >= (uint32_t)n_vocab, DS_ERR_FORMAT,

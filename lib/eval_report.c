@@ -6,9 +6,11 @@
 
 #include <cjson/cJSON.h>
 
+#include "ds.h"
 #include "ds_eval.h"
 #include "ds_io.h"
 #include "error_impl.h"
+#include "json_impl.h"
 #include "ds_banned.h"
 
 /* ---- SHA-256 (FIPS 180-4) ------------------------------------------------------------ */
@@ -234,7 +236,7 @@ ds_err ds_eval_report_json(const struct ds_eval_report *r, char **out)
     *out = NULL;
     DS_FAIL_IF(!o, DS_ERR_NOMEM, "out of memory");
     cJSON_AddStringToObject(o, "tool", "ds-eval");
-    cJSON_AddStringToObject(o, "version", DS_VERSION);
+    cJSON_AddStringToObject(o, "version", ds_version());
     m = cJSON_AddObjectToObject(o, "model");
     if (m) {
         if (r->model)
@@ -334,11 +336,12 @@ static ds_err parse_task(const cJSON *t, const char *name, struct ds_eval_report
 
 ds_err ds_eval_report_parse(const char *json, const char *name, struct ds_eval_report *out)
 {
-    cJSON *o = cJSON_Parse(json);
+    cJSON *o = NULL;
     const cJSON *v, *m, *t;
     ds_err rc = DS_OK;
     ds_eval_report_init(out);
-    DS_FAIL_IF(!o || !cJSON_IsObject(o), DS_ERR_FORMAT, "'%s': not a JSON report", name);
+    DS_CHECK(ds_json_parse(json, strlen(json), name, "report", 0, &o));
+    DS_FAIL_IF(!cJSON_IsObject(o), DS_ERR_FORMAT, "'%s': not a JSON report", name);
     v = cJSON_GetObjectItemCaseSensitive(o, "tool");
     DS_FAIL_IF(!cJSON_IsString(v) || strcmp(v->valuestring, "ds-eval"), DS_ERR_FORMAT,
                "'%s': not a ds-eval report", name);

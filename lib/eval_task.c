@@ -12,6 +12,7 @@
 #include "ds_eval.h"
 #include "ds_io.h"
 #include "error_impl.h"
+#include "json_impl.h"
 #include "strbuf_impl.h"
 #include "ds_banned.h"
 
@@ -51,17 +52,22 @@ static const cJSON *member(const cJSON *o, const char *a, const char *b)
 static ds_err parse_line(const char *path, int64_t line, const char *s, size_t len,
                          struct ds_eval_item *it)
 {
-    const char *end = NULL;
-    cJSON *o = cJSON_ParseWithLengthOpts(s, len, &end, false);
+    cJSON *o = NULL;
     const cJSON *ch, *v;
     ds_err rc = DS_OK;
     memset(it, 0, sizeof(*it));
     it->line = line;
-    DS_FAIL_IF(!o, DS_ERR_FORMAT, "'%s':%lld: invalid JSON", path, (long long)line);
-    while (end && end < s + len && isspace((unsigned char)*end))
-        end++;
-    DS_FAIL_IF(end && end < s + len, DS_ERR_FORMAT, "'%s':%lld: text after the JSON object",
-               path, (long long)line);
+    // ds_json_parse: bounded depth, no NUL byte, no trailing data, no key twice
+    rc = ds_json_parse(s, len, path, "line", 0, &o);
+    if (rc == DS_ERR_FORMAT) {
+        char msg[512];
+        size_t skip = strlen(path) + 4; // "'path': "
+        snprintf(msg, sizeof(msg), "%s", ds_errmsg());
+        rc = ds_set_error(DS_ERR_FORMAT, "'%s':%lld: %s", path, (long long)line,
+                          strlen(msg) > skip ? msg + skip : msg);
+    }
+    if (rc)
+        goto out;
     DS_FAIL_IF(!cJSON_IsObject(o), DS_ERR_FORMAT, "'%s':%lld: not a JSON object", path,
                (long long)line);
     ch = cJSON_GetObjectItemCaseSensitive(o, "choices");
@@ -170,7 +176,11 @@ ds_err ds_eval_task_load(const char *path, bool skip_bad, struct ds_eval_task **
             } else if (rc) {
                 goto out;
             } else {
-                DS_CHECK(ds_grow((void **)&t->items, &cap, t->n_items + 1, sizeof(*t->items)));
+                rc = ds_grow((void **)&t->items, &cap, t->n_items + 1, sizeof(*t->items));
+                if (rc) {
+                    item_release(&it);
+                    goto out;
+                }
                 t->kind = it.kind;
                 t->items[t->n_items++] = it;
             }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <zstd.h>
 
@@ -568,6 +569,13 @@ static ds_err load_shard(struct ds_tcache *c, uint32_t s)
                        get_u32(h + 48) != shard_count(c->n_windows),
                    DS_ERR_FORMAT, "'%s': inconsistent teacher cache header", path);
         c->n_shards = shard_count(c->n_windows);
+        if (c->n_shards > 1) { // the last shard is there before its table is allocated
+            char last[4096];
+            DS_CHECK(shard_path(c, c->n_shards - 1, last, sizeof(last)));
+            DS_FAIL_IF(access(last, F_OK) != 0, DS_ERR_FORMAT,
+                       "'%s': teacher cache shard %u is missing", last,
+                       (unsigned)(c->n_shards - 1));
+        }
         c->sh = ds_calloc(c->n_shards, sizeof(*c->sh));
         DS_FAIL_IF(!c->sh, DS_ERR_NOMEM, "out of memory");
     } else {

@@ -1,9 +1,11 @@
 #!/usr/bin/env bats
 # threads.bats - results that must not depend on the thread count (-T):
 # ds-run's logits (F32, BF16, FP8 and quantized weights), ds-quantize's
-# output and the importance matrix it computes, ds-convert's output. Each is
-# compared byte for byte across -T 1, 2 and 3 (more threads than the test
-# machine's cores is fine: the split of the work is what is tested).
+# output and the importance matrix it computes, ds-convert's output,
+# ds-prune's output (wanda with calibration, experts), ds-eval's printed
+# numbers and ds-distill's losses. Each is compared byte for byte across -T 1,
+# 2 and 3 (more threads than the test machine's cores is fine: the split of
+# the work is what is tested; ds-distill at 1 and 2: training is slow).
 
 setup() {
     load common
@@ -92,4 +94,44 @@ same_across_threads() {
     done
     diff -r st.T1 st.T2
     diff -r st.T1 st.T3
+}
+
+@test "threads: ds-prune output (wanda with --calibrate, --experts) is the same at -T 1, 2 and 3" {
+    head -c 3000 "$DATA/shakespeare-12k.txt" > calib.txt
+    same_across_threads p.gguf ds-prune -q --method wanda --calibrate calib.txt \
+        --calibrate-ctx 32 --calibrate-chunks 3 -s 0.5 "$(model v3 f32)" -f -o p.gguf
+    same_across_threads p.gguf ds-prune -q --experts 0.25 --calibrate calib.txt \
+        --calibrate-ctx 32 --calibrate-chunks 3 "$(model v3 f32)" -f -o p.gguf
+    same_across_threads p.gguf ds-prune -q --experts 0.5 "$(model v2 f32)" -f -o p.gguf
+}
+
+# (ds-eval.bats compares -T 1 and 2 for perplexity and KL; this adds 3 and
+# the tasks)
+@test "threads: ds-eval's printed numbers are the same at -T 1, 2 and 3" {
+    local t out=""
+    head -c 3000 "$DATA/shakespeare-12k.txt" > text.txt
+    for t in 1 2 3; do
+        run -0 --separate-stderr ds ds-eval -T "$t" -m "$(model v3 q8_0)" --perplexity text.txt \
+            -c 32 "$DATA/evals/mc.jsonl" "$DATA/evals/gen.jsonl" -n 8
+        [[ $t == 1 ]] && out=$stderr # (the numbers go to stderr)
+        assert_equal "$stderr" "$out"
+    done
+    [[ $out == *"PPL = "* && $out == *"acc_norm = "* && $out == *"exact_match = "* ]]
+}
+
+# (ds-distill.bats runs at -T 1 only; the unit tests compare the trainer at
+# 1 and 2 threads)
+@test "threads: ds-distill's losses and student are the same at -T 1 and 2" {
+    local t
+    head -c 4000 "$DATA/shakespeare-12k.txt" > train.txt
+    for t in 1 2; do
+        OMP_NUM_THREADS=$t run -0 ds ds-distill -q "$(model v2 f32)" --keep-layers 0,1 \
+            --data train.txt --steps 4 --batch 4 --ctx 16 --topk 8 --warmup 1 --log log.jsonl \
+            -o s.gguf
+        sed 's/,"tokens_per_s":[^,}]*//' log.jsonl > "log.T$t"
+        mv s.gguf "s.T$t.gguf"
+        rm log.jsonl
+    done
+    run -0 diff log.T1 log.T2
+    cmp s.T1.gguf s.T2.gguf
 }

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -598,6 +599,81 @@ TEST(json_nesting)
     ds_meta_free(m);
 }
 
+/* ds-eval's JSON readers (task lines, reports) go through ds_json_parse: the
+ * depth bound, keys given twice, trailing data. */
+TEST(eval_json)
+{
+    size_t len;
+    char *deep = nested(100000, true, &len), *line = malloc(len + 64);
+    struct ds_eval_task *t = NULL;
+    struct ds_eval_report r;
+
+    ASSERT(line);
+    snprintf(line, len + 64, "{\"prompt\": \"a\", \"answer\": %s}\n", deep);
+    EXPECT(ds_eval_task_load(put("deep.jsonl", line, strlen(line)), false, &t), DS_ERR_FORMAT,
+           "deep.jsonl':1: line is nested deeper than");
+    const char *twice = "{\"prompt\": \"a\", \"answer\": \"1\", \"answer\": \"2\"}\n";
+    EXPECT(ds_eval_task_load(put("twice.jsonl", twice, strlen(twice)), false, &t), DS_ERR_FORMAT,
+           "twice.jsonl':1: line has the key 'answer' twice");
+    const char *after = "\n{\"prompt\": \"a\", \"answer\": 1} {}\n";
+    EXPECT(ds_eval_task_load(put("after.jsonl", after, strlen(after)), false, &t), DS_ERR_FORMAT,
+           "after.jsonl':2: unexpected data after the line at byte");
+    ASSERT(!t);
+    EXPECT(ds_eval_report_parse(deep, "deep.json", &r), DS_ERR_FORMAT,
+           "'deep.json': report is nested deeper than");
+    EXPECT(ds_eval_report_parse("{\"tool\": \"ds-eval\", \"tool\": \"x\"}", "twice.json", &r),
+           DS_ERR_FORMAT, "'twice.json': report has the key 'tool' twice");
+    free(line);
+    free(deep);
+}
+
+/* A saved-logits file claiming 2^31 tokens (8 GiB) with 3 there: the reader
+ * runs out of data, not memory (found by fuzz_eval_logits). */
+TEST(eval_logits_claims)
+{
+    struct bb b = {.n = 0};
+    struct ds_eval_logits *f = NULL;
+
+    raw(&b, "DSEVLOGP", 8);
+    u32(&b, 1);          // version
+    u32(&b, 16);         // n_vocab
+    u32(&b, 4);          // n_ctx
+    u32(&b, 0);          // n_windows
+    u64(&b, 1ull << 31); // n_tokens
+    u32(&b, 1);
+    u32(&b, 2);
+    u32(&b, 3);
+    EXPECT(ds_eval_logits_open(put("claims.logits", b.b, b.n), 16, &f), DS_ERR_TRUNCATED, "");
+    ASSERT(!f);
+}
+
+/* A teacher cache whose shard 0 claims 2^28 windows (2^20 shards): refused
+ * on the missing last shard before the shard table is allocated. */
+TEST(tcache_claims)
+{
+    struct bb b = {.n = 0};
+    struct ds_tcache *c = NULL;
+    char dir[600];
+
+    snprintf(dir, sizeof(dir), "%s", tmp("tc"));
+    ASSERT(mkdir(dir, 0700) == 0);
+    raw(&b, "DSTCACHE", 8);
+    u32(&b, 1);                        // version
+    u32(&b, 16);                       // n_vocab
+    u32(&b, 4);                        // ctx
+    u32(&b, 2);                        // k
+    u64(&b, ((uint64_t)4 << 28) + 1);  // n_tokens
+    u64(&b, (uint64_t)1 << 28);        // n_windows
+    u32(&b, 256);                      // windows per shard
+    u32(&b, 0);                        // shard index
+    u32(&b, 1u << 20);                 // n_shards
+    u32(&b, 256);                      // windows in this shard
+    zeros(&b, 72);                     // hashes, reserved
+    put("tc/shard-00000.dstc", b.b, b.n);
+    EXPECT(ds_tcache_open(dir, NULL, &c), DS_ERR_FORMAT, "shard 1048575 is missing");
+    ASSERT(!c);
+}
+
 /* A small valid deepseek_v2 config.json with field set to value (added, or
  * replacing the default). */
 static const char *config_with(const char *field, const char *value)
@@ -799,6 +875,9 @@ int main(void)
     RUN(safetensors_header);
     RUN(safetensors_tensors);
     RUN(json_nesting);
+    RUN(eval_json);
+    RUN(eval_logits_claims);
+    RUN(tcache_claims);
     RUN(config_numbers);
     RUN(tokenizer_json_ids);
     RUN(index_paths);
