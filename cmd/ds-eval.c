@@ -1040,8 +1040,10 @@ int main(int argc, char **argv)
             (err = ds_writer_open(&e.samples, e.log_samples, DS_WRITE_FORCE, 0, 0)) != DS_OK)
             ds_cli_fail(c, err);
         if (strcmp(e.model_path, "-")) {
-            if ((err = ds_eval_sha256_file(e.model_path, hex)) != DS_OK)
+            uint8_t digest[32];
+            if ((err = ds_sha256_file(e.model_path, digest)) != DS_OK)
                 ds_cli_fail(c, err);
+            ds_sha256_hex(digest, hex);
             e.report.model_sha256 = strdup(hex);
         }
         e.report.model = strdup(e.model_path);

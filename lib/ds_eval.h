@@ -281,10 +281,6 @@ void ds_eval_mc_pick(const double *ll, const size_t *len, size_t n, size_t *best
 /* Whether item i (0-based) belongs to shard k of n (1 <= k <= n): i % n == k-1. */
 bool ds_eval_in_shard(int64_t i, int k, int n);
 
-/* SHA-256 of a file as 64 lowercase hex digits plus NUL (reads it all). */
-ds_err ds_eval_sha256_file(const char *path, char hex[65]);
-/* SHA-256 of a buffer. */
-void ds_eval_sha256(const void *data, size_t n, uint8_t digest[32]);
 
 struct ds_eval_task_report {
     char *name; /* task name: the file's base name without .jsonl/.txt */

@@ -152,6 +152,17 @@ bool ds_same_file(const char *a, const char *b);
  * DS_ERR_LIMIT when it is larger than max bytes. Free with free(). */
 ds_err ds_read_file(const char *path, size_t max, char **out, size_t *len);
 
+/* ---- SHA-256 (FIPS 180-4) --------------------------------------------------- */
+
+/* SHA-256 of data[0..n). */
+void ds_sha256(const void *data, size_t n, uint8_t out[32]);
+/* SHA-256 of a file's bytes as stored (what sha256sum prints: a .zst file is
+ * not decompressed); reads it once; errors name the file (DS_ERR_NOT_FOUND
+ * when it does not exist). */
+ds_err ds_sha256_file(const char *path, uint8_t out[32]);
+/* digest as 64 lowercase hex digits and a NUL. */
+void ds_sha256_hex(const uint8_t digest[32], char hex[65]);
+
 #ifdef __cplusplus
 }
 #endif

@@ -57,11 +57,6 @@ extern "C" {
 #define DS_TCACHE_SHARD 256   /* windows per shard file */
 #define DS_TCACHE_MAX_K 1024  /* largest k */
 
-/* SHA-256 of data[0..n). */
-void ds_sha256(const void *data, size_t n, uint8_t out[32]);
-/* SHA-256 of a file's bytes (reads it once; errors name the file). */
-ds_err ds_sha256_file(const char *path, uint8_t out[32]);
-
 struct ds_tcache_key {
     uint8_t teacher[32];  /* sha256 of the teacher file */
     uint8_t tokens[32];   /* sha256 of the corpus token ids (int32 LE) */
