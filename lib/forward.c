@@ -105,24 +105,6 @@ struct ds_ctx {
     float *cat;         /* (ub, 2d): [enorm(embedding) | hnorm(hidden)] */
 };
 
-static int max_threads(void)
-{
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-static int thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
 void ds_ctx_free(struct ds_ctx *c)
 {
     if (!c)

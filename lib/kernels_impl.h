@@ -26,10 +26,31 @@
 /* OpenMP pragmas that vanish (without -Wunknown-pragmas noise) when libds is
  * built with OPENMP=0: DS_OMP(omp parallel for schedule(static)). */
 #ifdef _OPENMP
+#include <omp.h>
 #define DS_OMP(x) _Pragma(#x)
 #else
 #define DS_OMP(x)
 #endif
+
+/* OpenMP's thread budget and the calling thread's number (1 and 0 without
+ * OpenMP). */
+static inline int max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static inline int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
 
 /* Bytes of one element of a weight type usable by the kernels (F32, F16,
  * BF16, F8_E4M3); 0 for any other type. */

@@ -47,24 +47,6 @@ struct ds_trainer {
     int64_t *perm;
 };
 
-static int max_threads(void)
-{
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-static int thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
 /* ---- options and schedule ------------------------------------------------------------ */
 
 void ds_train_opts_default(struct ds_train_opts *o)

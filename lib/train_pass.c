@@ -81,24 +81,6 @@ struct tacts {
     int64_t maxw;
 };
 
-static int max_threads(void)
-{
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-static int thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
 void ds_tacts_free(struct tacts *a)
 {
     if (!a)
