@@ -19,8 +19,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
 #include <zstd.h>
 
 #include "ds_gguf.h"
@@ -28,6 +26,7 @@
 #include "ds_prune.h"
 #include "ds_quant.h"
 #include "error_impl.h"
+#include "rules_impl.h"
 #include "kernels_impl.h"
 #include "prune_impl.h"
 #include "ds_banned.h"
@@ -95,20 +94,12 @@ ds_err ds_prune_rules_add(struct ds_prune_rules *r, const char *rule)
 {
     const char *eq = strrchr(rule, '=');
     struct ds_sparsity sp;
-    PCRE2_SIZE off;
-    int err;
 
     DS_RETURN_IF(!eq || eq == rule || !eq[1], DS_ERR_ARG, "'%s' is not REGEX=SPARSITY", rule);
     DS_RETURN_IF(r->n == MAX_RULES, DS_ERR_LIMIT, "more than %d rules", MAX_RULES);
     DS_TRY(ds_sparsity_parse(eq + 1, &sp));
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)rule, (PCRE2_SIZE)(eq - rule), PCRE2_UTF, &err,
-                                   &off, NULL);
-    if (!re) {
-        PCRE2_UCHAR msg[128];
-        pcre2_get_error_message(err, msg, sizeof(msg));
-        return ds_set_error(DS_ERR_ARG, "bad regex in '%s' at offset %zu: %s", rule,
-                            (size_t)off, (const char *)msg);
-    }
+    pcre2_code *re;
+    DS_TRY(ds_rule_regex(rule, eq, &re));
     r->r[r->n].re = re;
     r->r[r->n].sp = sp;
     r->n++;

@@ -4,11 +4,10 @@
 #include <string.h>
 #include <strings.h>
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
 
 #include "ds_quantize.h"
 #include "error_impl.h"
+#include "rules_impl.h"
 #include "ds_banned.h"
 
 #define MAX_RULES 64
@@ -144,25 +143,31 @@ void ds_qrules_set_layers(struct ds_qrules *r, int64_t n_layers)
 ds_err ds_qrules_add(struct ds_qrules *r, const char *rule)
 {
     const char *eq = strrchr(rule, '=');
-    int err;
-    PCRE2_SIZE off;
     enum ds_type t;
 
     DS_RETURN_IF(!eq || eq == rule || !eq[1], DS_ERR_ARG, "'%s' is not REGEX=TYPE", rule);
     DS_RETURN_IF(r->n_rules == MAX_RULES, DS_ERR_LIMIT, "more than %d --tensor-type rules",
                  MAX_RULES);
     DS_TRY(parse_type(eq + 1, &t));
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)rule, (PCRE2_SIZE)(eq - rule), PCRE2_UTF, &err,
-                                   &off, NULL);
-    if (!re) {
+    pcre2_code *re;
+    DS_TRY(ds_rule_regex(rule, eq, &re));
+    r->rules[r->n_rules].re = re;
+    r->rules[r->n_rules].type = t;
+    r->n_rules++;
+    return DS_OK;
+}
+
+ds_err ds_rule_regex(const char *rule, const char *eq, pcre2_code **re)
+{
+    PCRE2_SIZE off;
+    int err;
+    *re = pcre2_compile((PCRE2_SPTR)rule, (PCRE2_SIZE)(eq - rule), PCRE2_UTF, &err, &off, NULL);
+    if (!*re) {
         PCRE2_UCHAR msg[128];
         pcre2_get_error_message(err, msg, sizeof(msg));
         return ds_set_error(DS_ERR_ARG, "bad regex in '%s' at offset %zu: %s", rule,
                             (size_t)off, (const char *)msg);
     }
-    r->rules[r->n_rules].re = re;
-    r->rules[r->n_rules].type = t;
-    r->n_rules++;
     return DS_OK;
 }
 
