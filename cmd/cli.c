@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli.h"
 #include "ds.h"
 #include "ds_banned.h"
@@ -442,6 +444,19 @@ int ds_cli_progress(void *ud, uint64_t done, uint64_t total, const char *what)
         fputc('\n', stderr);
     fflush(stderr);
     return 0;
+}
+
+bool ds_cli_put_json(const struct ds_cli *c, struct cJSON *root)
+{
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!text) {
+        ds_cli_error(c, "out of memory");
+        return false;
+    }
+    puts(text);
+    cJSON_free(text);
+    return true;
 }
 
 void ds_cli_finish_stdout(const struct ds_cli *c)

@@ -125,4 +125,9 @@ int ds_cli_progress(void *ud, uint64_t done, uint64_t total, const char *what);
 /* fflush, ferror and fclose on stdout; exits 1 on failure. Call before exit 0. */
 void ds_cli_finish_stdout(const struct ds_cli *c);
 
+struct cJSON;
+/* Prints root as one line of JSON on stdout and frees it (the --json
+ * reports); false, after an error message, when out of memory. */
+bool ds_cli_put_json(const struct ds_cli *c, struct cJSON *root);
+
 #endif

@@ -151,14 +151,17 @@ static cJSON *meta_value_json(const struct ds_meta *m, size_t i)
     return cJSON_CreateNumber(v);
 }
 
-static int list_json(const struct ds_gguf *g, enum ds_format fmt, const char *input)
+/* The --list --json report on stdout; false after an error message. */
+static bool list_json(const struct ds_cli *c, const struct ds_gguf *g, enum ds_format fmt,
+                      const char *input)
 {
     const char *why = NULL;
     cJSON *root = cJSON_CreateObject(), *meta, *types, *tensors;
-    char *text;
 
-    if (!root)
-        return -1;
+    if (!root) {
+        ds_cli_error(c, "out of memory");
+        return false;
+    }
     cJSON_AddStringToObject(root, "input", input ? input : "-");
     cJSON_AddStringToObject(root, "format", format_name(fmt));
     if (fmt == DS_FORMAT_GGUF) {
@@ -193,13 +196,7 @@ static int list_json(const struct ds_gguf *g, enum ds_format fmt, const char *in
         cJSON_AddBoolToObject(t, "llama_cpp_loadable", ds_type_llama_loadable(ti->type));
         cJSON_AddItemToArray(tensors, t);
     }
-    text = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    if (!text)
-        return -1;
-    puts(text);
-    cJSON_free(text);
-    return 0;
+    return ds_cli_put_json(c, root);
 }
 
 int main(int argc, char **argv)
@@ -272,8 +269,8 @@ int main(int argc, char **argv)
             ds_cli_fail(&c, rc);
         if ((rc = ds_convert_inspect(input, o.outtype, &g, &fmt)) != DS_OK)
             ds_cli_fail(&c, rc);
-        if (json ? list_json(&g, fmt, input) : (list_text(&g, fmt, input), 0)) {
-            ds_cli_error(&c, "out of memory");
+        if (json ? !list_json(&c, &g, fmt, input) : (list_text(&g, fmt, input), false)) {
+            ds_gguf_release(&g);
             return DS_EXIT_FAILURE;
         }
         ds_gguf_release(&g);

@@ -348,7 +348,6 @@ int main(int argc, char **argv)
         double sp = st.pruned_elements ? (double)st.pruned_zeros / (double)st.pruned_elements : 0;
         if (json) {
             cJSON *root = cJSON_CreateObject(), *a;
-            char *text;
             cJSON_AddStringToObject(root, "output", c.output);
             cJSON_AddStringToObject(root, "method",
                                     o.method == DS_PRUNE_WANDA ? "wanda" : "magnitude");
@@ -377,14 +376,8 @@ int main(int argc, char **argv)
                                                    st.n_removed_heads));
             cJSON_AddNumberToObject(root, "file_bytes", (double)st.bytes_out);
             cJSON_AddNumberToObject(root, "zstd_bytes", (double)st.zstd_bytes);
-            text = cJSON_PrintUnformatted(root);
-            cJSON_Delete(root);
-            if (!text) {
-                ds_cli_error(&c, "out of memory");
+            if (!ds_cli_put_json(&c, root))
                 return DS_EXIT_FAILURE;
-            }
-            puts(text);
-            cJSON_free(text);
         } else if (c.level >= 2) {
             if (st.n_removed_layers) {
                 fprintf(stderr, "%s: removed layers", c.prog);

@@ -312,7 +312,6 @@ int main(int argc, char **argv)
         double rel = rep.x2 > 0 ? sqrt(rep.err2 / rep.x2) : 0;
         if (json) {
             cJSON *root = cJSON_CreateObject();
-            char *text;
             cJSON_AddStringToObject(root, "target", target);
             cJSON_AddStringToObject(root, "output", c.output);
             cJSON_AddItemToObject(root, "tensors", rep.tensors);
@@ -321,14 +320,8 @@ int main(int argc, char **argv)
             cJSON_AddNumberToObject(root, "elements", (double)rep.elements);
             cJSON_AddNumberToObject(root, "bits_per_weight", bpw);
             cJSON_AddNumberToObject(root, "relative_error", rel);
-            text = cJSON_PrintUnformatted(root);
-            cJSON_Delete(root);
-            if (!text) {
-                ds_cli_error(&c, "out of memory");
+            if (!ds_cli_put_json(&c, root))
                 return DS_EXIT_FAILURE;
-            }
-            puts(text);
-            cJSON_free(text);
         } else if (c.level >= 2) {
             fprintf(stderr, "%s: %llu tensors, %llu bytes of tensor data, %.4f bits per weight, "
                             "relative error %.4f%%\n",

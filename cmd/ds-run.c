@@ -604,7 +604,6 @@ int main(int argc, char **argv)
     }
     if (r.json) {
         cJSON *o = cJSON_CreateObject(), *t;
-        char *s;
         cJSON_AddStringToObject(o, "text", out.buf ? out.buf : "");
         cJSON_AddNumberToObject(o, "prompt_tokens", (double)n_ids);
         cJSON_AddNumberToObject(o, "generated_tokens", (double)n_gen);
@@ -628,14 +627,8 @@ int main(int argc, char **argv)
             cJSON_AddNumberToObject(mo, "acceptance",
                                     n_drafted ? (double)n_accepted / (double)n_drafted : 0);
         }
-        s = cJSON_PrintUnformatted(o);
-        cJSON_Delete(o);
-        if (!s) {
-            ds_cli_error(c, "out of memory");
+        if (!ds_cli_put_json(c, o))
             goto fail;
-        }
-        puts(s);
-        cJSON_free(s);
     }
     if (c->level >= 3) {
         fprintf(stderr, "%s: load %.3f s (%s, %.1f MB of weights)\n", c->prog, t_load,
