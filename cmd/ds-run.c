@@ -281,6 +281,31 @@ static void out_flush(const struct run *r, struct out *o, bool final)
     }
 }
 
+/* Emits generated token t: counts it and writes its text. True when
+ * generation ends here: at the end-of-sequence token or a stop string (with
+ * *reason set), or with the n_predict-th token (reason unchanged). */
+static bool emit_token(const struct ds_cli *c, const struct run *r, struct out *out,
+                       struct ds_detok *dt, const struct ds_tokenizer *tok, int32_t t,
+                       int32_t eos, long long *n_gen, const char **reason)
+{
+    char piece[512];
+    long k;
+    if (t == eos) {
+        *reason = "eos";
+        return true;
+    }
+    (*n_gen)++;
+    k = ds_detok_push(dt, tok, t, piece, sizeof(piece));
+    if (k > 0)
+        out_append(c, out, piece, (size_t)k);
+    out_flush(r, out, false);
+    if (out->stopped) {
+        *reason = "stop";
+        return true;
+    }
+    return *n_gen == r->n_predict;
+}
+
 int main(int argc, char **argv)
 {
     struct run r = {
@@ -529,22 +554,8 @@ int main(int argc, char **argv)
          * order as plain decoding. */
         int32_t next = r.n_predict > 0 ? ds_sampler_sample(smp, last) : eos;
         while (n_gen < r.n_predict) {
-            long k;
             bool accepted = false;
-            if (next == eos) {
-                stop_reason = "eos";
-                break;
-            }
-            n_gen++;
-            k = ds_detok_push(&dt, tok, next, piece, sizeof(piece));
-            if (k > 0)
-                out_append(c, &out, piece, (size_t)k);
-            out_flush(&r, &out, false);
-            if (out.stopped) {
-                stop_reason = "stop";
-                break;
-            }
-            if (n_gen == r.n_predict)
+            if (emit_token(c, &r, &out, &dt, tok, next, eos, &n_gen, &stop_reason))
                 break;
             if (ds_ctx_pos(ctx) >= r.n_ctx) {
                 stop_reason = "ctx";
@@ -570,20 +581,7 @@ int main(int argc, char **argv)
                 next = t;
             }
             if (accepted) { /* emit the draft; its successor's logits are there */
-                if (next == eos) {
-                    stop_reason = "eos";
-                    break;
-                }
-                n_gen++;
-                k = ds_detok_push(&dt, tok, next, piece, sizeof(piece));
-                if (k > 0)
-                    out_append(c, &out, piece, (size_t)k);
-                out_flush(&r, &out, false);
-                if (out.stopped) {
-                    stop_reason = "stop";
-                    break;
-                }
-                if (n_gen == r.n_predict)
+                if (emit_token(c, &r, &out, &dt, tok, next, eos, &n_gen, &stop_reason))
                     break;
                 next = ds_sampler_sample(smp, spec + n_vocab);
                 continue;
