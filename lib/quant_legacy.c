@@ -404,29 +404,40 @@ static void q4_1_block_plain(const float *x, uint8_t *b)
     }
 }
 
-static void q4_1_quantize_ref(const float *x, void *dst, int64_t n, const float *qw)
+/* Q4_1 (nmax 15) and Q5_1 (nmax 31) with an importance matrix: ggml's
+ * weighted scale-and-min search per block, then the block's packing. */
+static void min_quantize_weighted(const float *x, uint8_t *y, int64_t n, const float *qw,
+                                  int nmax, size_t block_bytes)
 {
-    uint8_t *y = dst;
     uint8_t L[QK], Laux[QK];
     float weight[QK];
-    assert(n % QK == 0);
-    if (!qw) {
-        for (int64_t i = 0; i < n / QK; i++)
-            q4_1_block_plain(x + i * QK, y + i * Q4_1_BYTES);
-        return;
-    }
     const float sigma2 = row_sigma2(x, n);
     for (int64_t i = 0; i < n / QK; i++) {
         const float *xb = x + i * QK;
-        uint8_t *b = y + i * Q4_1_BYTES;
+        uint8_t *b = y + i * block_bytes;
         float neg_min;
         make_weights(xb, qw + i * QK, sigma2, weight);
-        float d = search_scale_min(QK, 15, xb, weight, L, &neg_min, Laux, -0.9f, 0.05f, 36);
+        float d = search_scale_min(QK, nmax, xb, weight, L, &neg_min, Laux, -0.9f, 0.05f, 36);
         float dq = st_f16(b, d);
         float mq = st_f16(b + 2, -neg_min);
-        requant_min(xb, dq, mq, 15, L);
-        pack_nibbles(L, b + 4);
+        requant_min(xb, dq, mq, nmax, L);
+        if (nmax == 15)
+            pack_nibbles(L, b + 4);
+        else
+            pack_q5(L, b + 4, b + 8);
     }
+}
+
+static void q4_1_quantize_ref(const float *x, void *dst, int64_t n, const float *qw)
+{
+    uint8_t *y = dst;
+    assert(n % QK == 0);
+    if (qw) {
+        min_quantize_weighted(x, y, n, qw, 15, Q4_1_BYTES);
+        return;
+    }
+    for (int64_t i = 0; i < n / QK; i++)
+        q4_1_block_plain(x + i * QK, y + i * Q4_1_BYTES);
 }
 
 static void q4_1_dequantize_ref(const void *src, float *y, int64_t n)
@@ -563,26 +574,13 @@ static void q5_1_block_plain(const float *x, uint8_t *b)
 static void q5_1_quantize_ref(const float *x, void *dst, int64_t n, const float *qw)
 {
     uint8_t *y = dst;
-    uint8_t L[QK], Laux[QK];
-    float weight[QK];
     assert(n % QK == 0);
-    if (!qw) {
-        for (int64_t i = 0; i < n / QK; i++)
-            q5_1_block_plain(x + i * QK, y + i * Q5_1_BYTES);
+    if (qw) {
+        min_quantize_weighted(x, y, n, qw, 31, Q5_1_BYTES);
         return;
     }
-    const float sigma2 = row_sigma2(x, n);
-    for (int64_t i = 0; i < n / QK; i++) {
-        const float *xb = x + i * QK;
-        uint8_t *b = y + i * Q5_1_BYTES;
-        float neg_min;
-        make_weights(xb, qw + i * QK, sigma2, weight);
-        float d = search_scale_min(QK, 31, xb, weight, L, &neg_min, Laux, -0.9f, 0.05f, 36);
-        float dq = st_f16(b, d);
-        float mq = st_f16(b + 2, -neg_min);
-        requant_min(xb, dq, mq, 31, L);
-        pack_q5(L, b + 4, b + 8);
-    }
+    for (int64_t i = 0; i < n / QK; i++)
+        q5_1_block_plain(x + i * QK, y + i * Q5_1_BYTES);
 }
 
 static void q5_1_dequantize_ref(const void *src, float *y, int64_t n)
