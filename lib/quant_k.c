@@ -240,13 +240,15 @@ static float make_q3_quants(int n, int nmax, const float *x, int8_t *L)
     return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
 }
 
-/* Asymmetric: x (n) -> L (n) in [0, nmax], returns the scale, *the_min the
- * (non-negative) offset; x ~ scale * L - the_min. Minimises the weighted
- * squared (or absolute, use_mad) error over nstep + 1 trial scales
- * (ggml's make_qkx2_quants / make_qkx3_quants, which agree on finite data). */
-static float make_qkx_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L,
-                             float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep,
-                             bool use_mad)
+/* The start of make_qkx_quants and of its AVX2 twin: the range of x (min at
+ * most 0), the weighted sums, and L with its error at the plain scale
+ * (max - min) / nmax. False, with L zero and scale 0, when x is constant. */
+struct qkx_start {
+    float min, max, sum_w, sum_x, scale, best_error;
+};
+
+static bool qkx_begin(int n, int nmax, const float *x, const float *weights, uint8_t *L,
+                      bool use_mad, struct qkx_start *st)
 {
     float min = x[0], max = x[0];
     float sum_w = weights[0];
@@ -262,10 +264,10 @@ static float make_qkx_quants(int n, int nmax, const float *x, const float *weigh
     }
     if (min > 0)
         min = 0;
+    *st = (struct qkx_start){.min = min, .max = max, .sum_w = sum_w, .sum_x = sum_x};
     if (max <= min) {
         memset(L, 0, (size_t)n);
-        *the_min = -min;
-        return 0.0f;
+        return false;
     }
     float iscale = nmax / (max - min);
     float scale = 1 / iscale;
@@ -277,12 +279,28 @@ static float make_qkx_quants(int n, int nmax, const float *x, const float *weigh
         diff = use_mad ? fabsf(diff) : diff * diff;
         best_error += weights[i] * diff;
     }
-    if (nstep < 1) {
-        *the_min = -min;
-        return scale;
+    st->scale = scale;
+    st->best_error = best_error;
+    return true;
+}
+
+/* Asymmetric: x (n) -> L (n) in [0, nmax], returns the scale, *the_min the
+ * (non-negative) offset; x ~ scale * L - the_min. Minimises the weighted
+ * squared (or absolute, use_mad) error over nstep + 1 trial scales
+ * (ggml's make_qkx2_quants / make_qkx3_quants, which agree on finite data). */
+static float make_qkx_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L,
+                             float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep,
+                             bool use_mad)
+{
+    struct qkx_start st;
+    if (!qkx_begin(n, nmax, x, weights, L, use_mad, &st) || nstep < 1) {
+        *the_min = -st.min;
+        return st.scale;
     }
+    float min = st.min, max = st.max, sum_w = st.sum_w, sum_x = st.sum_x;
+    float scale = st.scale, best_error = st.best_error;
     for (int is = 0; is <= nstep; is++) {
-        iscale = (rmin + rdelta * is + nmax) / (max - min);
+        float iscale = (rmin + rdelta * is + nmax) / (max - min);
         float sum_l = 0, sum_l2 = 0, sum_xl = 0;
         for (int i = 0; i < n; i++) {
             float v = iscale * (x[i] - min);
@@ -1876,39 +1894,13 @@ QK_AVX2 static float make_qkx_quants_avx2(int n, int nmax, const float *x, const
                                           uint8_t *L, float *the_min, uint8_t *Laux, float rmin,
                                           float rdelta, int nstep, bool use_mad)
 {
-    float min = x[0], max = x[0];
-    float sum_w = weights[0];
-    float sum_x = sum_w * x[0];
-    for (int i = 1; i < n; i++) {
-        if (x[i] < min)
-            min = x[i];
-        if (x[i] > max)
-            max = x[i];
-        float w = weights[i];
-        sum_w += w;
-        sum_x += w * x[i];
+    struct qkx_start st;
+    if (!qkx_begin(n, nmax, x, weights, L, use_mad, &st) || nstep < 1) {
+        *the_min = -st.min;
+        return st.scale;
     }
-    if (min > 0)
-        min = 0;
-    if (max <= min) {
-        memset(L, 0, (size_t)n);
-        *the_min = -min;
-        return 0.0f;
-    }
-    float iscale = nmax / (max - min);
-    float scale = 1 / iscale;
-    float best_error = 0;
-    for (int i = 0; i < n; i++) {
-        int l = ds_nearest_int(iscale * (x[i] - min));
-        L[i] = (uint8_t)clampi(l, 0, nmax);
-        float diff = scale * L[i] + min - x[i];
-        diff = use_mad ? fabsf(diff) : diff * diff;
-        best_error += weights[i] * diff;
-    }
-    if (nstep < 1) {
-        *the_min = -min;
-        return scale;
-    }
+    float min = st.min, max = st.max, sum_w = st.sum_w, sum_x = st.sum_x;
+    float scale = st.scale, best_error = st.best_error;
     // Trials [is, is + 8) at a time against the current min. An accepted
     // trial that moves min invalidates the later lanes (the scalar loop
     // tries them with the new min): then the next window starts after it.
