@@ -257,6 +257,19 @@ int ds_simd_set_level(int level)
     return ds_simd_level();
 }
 
+bool ds_simd_vbmi(void)
+{
+    static int vbmi = -1;
+    if (vbmi < 0) {
+        vbmi = 0;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+        __builtin_cpu_init();
+        vbmi = __builtin_cpu_supports("avx512vbmi") ? 1 : 0;
+#endif
+    }
+    return vbmi && ds_simd_level() >= 2;
+}
+
 const char *ds_quant_simd(void)
 {
     static const char *const names[] = {"scalar", "avx2", "avx512"};

@@ -13,6 +13,7 @@
 #ifndef DS_QUANT_IMPL_H
 #define DS_QUANT_IMPL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -75,5 +76,8 @@ int ds_simd_level(void);
  * default above; returns the level now in effect. Not for use while other
  * threads run kernels. */
 int ds_simd_set_level(int level);
+/* Whether the AVX-512 kernels that need VBMI (vpermb) may run: level 2 is in
+ * effect and the CPU has AVX512_VBMI; otherwise level 2 uses AVX2 there. */
+bool ds_simd_vbmi(void);
 
 #endif

@@ -1502,6 +1502,9 @@ QK_AVX2 static float q4k_dot_avx2(const void *row, const void *qx, int64_t n)
  */
 #define ROWS_BEGIN(blk_t)                                                                  \
     const struct blk_t *x = row;                                                           \
+    ROWS_LOOP
+/* ROWS_BEGIN without x (the blocks of row i are the caller's business). */
+#define ROWS_LOOP                                                                          \
     for (int64_t c0 = 0; c0 < na; c0 += 4) {                                               \
         const int nc = na - c0 < 4 ? (int)(na - c0) : 4;                                   \
         const struct blk_q8_k *yc[4];                                                      \
@@ -2085,10 +2088,9 @@ QK_AVX2 static void iq4_index_avx2(const float *x, float id, uint8_t *L)
  * AVX2 kernel's 32-element chunks, so its four 128-bit lanes are four
  * 16-element groups, and vpdpwssd does madd and add in one. The same 8 lanes
  * of exact integer sums come out, and the same float steps follow:
- * bit-exact with the scalar kernels. For Q4_K and Q5_K this scheme, and
- * another (vpermb gathering each 32-element chunk's lane into a vpdpbusd
- * dword, vpmulld for the chunk scales), measured 10-30% slower than the AVX2
- * kernels (bench/matmul.c), which the AVX-512 level therefore keeps.
+ * bit-exact with the scalar kernels. For Q4_K and Q5_K this scheme measured
+ * 10-30% slower than the AVX2 kernels (bench/matmul.c), which AVX-512 CPUs
+ * without VBMI therefore keep; with VBMI all three use the kernels below.
  */
 
 QK_AVX512 static inline __m512i load2x256(const void *a, const void *b)
@@ -2207,12 +2209,268 @@ QK_AVX512 static void q6k_dot_rows_avx512(const void *row, const void *qx, size_
     ROWS_END
 }
 
+/* ---- AVX-512 with VBMI: the Q4_K and Q5_K dot products ---------------------
+ *
+ * vpermb moves the four elements of each 32-element chunk that share a lane
+ * (l, l + 8, l + 16, l + 24) into one dword, in the weights and in the
+ * activations alike. vpmaddubsw adds them in pairs and vpdpwssd multiplies
+ * both pairs by the chunk's scale and adds them to the dword, so dword l holds
+ * lane l of the chunk, an exact integer sum as in the scalar kernel. A 512-bit
+ * register holds chunks 2t and 2t + 1 (dwords 0-7 and 8-15), added together
+ * at the end of the block. Scales and mins are unpacked with 32-bit masks
+ * (scales_mins_k4) and the mins' sum is one vpmaddwd, instead of scalar
+ * loops. The float steps are the scalar kernel's: bit-exact. The AVX2 kernels
+ * serve level 2 on CPUs without VBMI.
+ */
+#define QK_VBMI                                                                  \
+    __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni," \
+                          "avx512vbmi")))
+
+/* Inlined into each caller, so that q5 is a constant there. */
+#define QK_FLAT __attribute__((always_inline))
+
+/* Byte 32h + 4l + i of the result <- byte b_h + l + 8i of the source. */
+#define LANE_DWORDS(b)                                                                             \
+    b, b + 8, b + 16, b + 24, b + 1, b + 9, b + 17, b + 25, b + 2, b + 10, b + 18, b + 26, b + 3, \
+        b + 11, b + 19, b + 27, b + 4, b + 12, b + 20, b + 28, b + 5, b + 13, b + 21, b + 29,     \
+        b + 6, b + 14, b + 22, b + 30, b + 7, b + 15, b + 23, b + 31
+static const uint8_t lane_dwords[3][64] = {
+    {LANE_DWORDS(0), LANE_DWORDS(32)}, /* two chunks, each in place */
+    {LANE_DWORDS(0), LANE_DWORDS(0)},  /* the first chunk in both halves */
+    {LANE_DWORDS(32), LANE_DWORDS(32)} /* the second chunk in both halves */
+};
+#undef LANE_DWORDS
+
+/* scale_min_k4 for j = 0..7 at once: the 8 scales in the bytes of *sc and
+ * the 8 mins in those of *mn (x86 is little-endian). */
+static inline void scales_mins_k4(const uint8_t *q, uint64_t *sc, uint64_t *mn)
+{
+    uint32_t u[3];
+    memcpy(u, q, sizeof(u));
+    const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
+    const uint32_t s03 = u[0] & m6, m03 = u[1] & m6;
+    const uint32_t s47 = (u[2] & m4) | ((u[0] >> 6) & m2) << 4;
+    const uint32_t m47 = ((u[2] >> 4) & m4) | ((u[1] >> 6) & m2) << 4;
+    *sc = s03 | (uint64_t)s47 << 32;
+    *mn = m03 | (uint64_t)m47 << 32;
+}
+
+/* A Q4_K/Q5_K block unpacked: w[t] the unsigned quants of chunks 2t, 2t + 1
+ * in lane-dword order, s[t] their scales as int16 (chunk 2t in the low half),
+ * mn16 the min of each 16-element group (for the bsums). */
+struct qk4_vbmi {
+    __m512i w[4], s[4];
+    __m256i mn16;
+};
+
+/* qh: Q5_K's fifth bits, NULL for Q4_K. */
+QK_VBMI static inline void qk4_unpack_vbmi(const uint8_t *qs, const uint8_t *qh,
+                                           const uint8_t *scales, struct qk4_vbmi *b)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const __m512i first = _mm512_loadu_si512(lane_dwords[1]);
+    const __m512i second = _mm512_loadu_si512(lane_dwords[2]);
+    for (int u = 0; u < 2; u++) {
+        /* 32-byte piece p holds chunk 2p (low nibbles) and 2p + 1 (high) */
+        const __m512i q = _mm512_loadu_si512(qs + 64 * u);
+        const __m512i p0 = _mm512_permutexvar_epi8(first, q), p1 = _mm512_permutexvar_epi8(second, q);
+        b->w[2 * u] = _mm512_and_si512(_mm512_mask_srli_epi16(p0, 0xFFFF0000u, p0, 4), m4);
+        b->w[2 * u + 1] = _mm512_and_si512(_mm512_mask_srli_epi16(p1, 0xFFFF0000u, p1, 4), m4);
+    }
+    if (qh) {
+        /* bit j of qh[m]: element m of chunk j */
+        const __m512i h = _mm512_permutexvar_epi8(first, _mm512_zextsi256_si512(load256(qh)));
+        const __m512i bits = _mm512_mask_blend_epi8(0xFFFFFFFF00000000ull, _mm512_set1_epi8(1),
+                                                    _mm512_set1_epi8(2));
+        const __m512i c16 = _mm512_set1_epi8(16);
+        for (int t = 0; t < 4; t++) {
+            const __mmask64 k = _mm512_test_epi8_mask(h, _mm512_slli_epi16(bits, 2 * t));
+            b->w[t] = _mm512_mask_add_epi8(b->w[t], k, b->w[t], c16);
+        }
+    }
+    uint64_t sc, mn;
+    scales_mins_k4(scales, &sc, &mn);
+    const __m512i s16 = _mm512_zextsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc)));
+    const __m512i halves = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_setzero_si512(),
+                                                   _mm512_set1_epi16(1));
+    for (int t = 0; t < 4; t++)
+        b->s[t] = _mm512_permutexvar_epi16(_mm512_add_epi16(halves, _mm512_set1_epi16((short)(2 * t))),
+                                           s16);
+    const __m128i m = _mm_cvtsi64_si128((long long)mn);
+    b->mn16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
+}
+
+/* Block b of the weight row against activation block y: the 8 lanes added to
+ * *sums (times d y.d), the mins' term subtracted from *sumf. */
+QK_VBMI static inline void qk4_acc_vbmi(const struct qk4_vbmi *b, uint16_t d, uint16_t dmin,
+                                        const struct blk_q8_k *y, __m256 *sums, float *sumf)
+{
+    const __m512i pair = _mm512_loadu_si512(lane_dwords[0]);
+    __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0;
+    for (int t = 0; t < 4; t += 2) {
+        const __m512i a0 = _mm512_permutexvar_epi8(pair, _mm512_loadu_si512(y->qs + 64 * t));
+        const __m512i a1 = _mm512_permutexvar_epi8(pair, _mm512_loadu_si512(y->qs + 64 * t + 64));
+        acc0 = _mm512_dpwssd_epi32(acc0, _mm512_maddubs_epi16(b->w[t], a0), b->s[t]);
+        acc1 = _mm512_dpwssd_epi32(acc1, _mm512_maddubs_epi16(b->w[t + 1], a1), b->s[t + 1]);
+    }
+    const __m512i acc = _mm512_add_epi32(acc0, acc1);
+    const __m256i lanes =
+        _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    const int sumi = hsum_epi32(_mm256_madd_epi16(load256(y->bsums), b->mn16));
+    *sums = acc_lanes(*sums, h2f_f16c(d) * y->d, lanes);
+    const float dm = h2f_f16c(dmin) * y->d;
+    *sumf -= dm * sumi;
+}
+
+/* Block i of a Q4_K (q5 false) or Q5_K row, unpacked; *d, *dmin its scales. */
+QK_VBMI QK_FLAT static inline void qk4_block_vbmi(const void *row, bool q5, int64_t i, struct qk4_vbmi *b,
+                                          uint16_t *d, uint16_t *dmin)
+{
+    if (q5) {
+        const struct blk_q5_k *x = (const struct blk_q5_k *)row + i;
+        qk4_unpack_vbmi(x->qs, x->qh, x->scales, b);
+        *d = x->d, *dmin = x->dmin;
+    } else {
+        const struct blk_q4_k *x = (const struct blk_q4_k *)row + i;
+        qk4_unpack_vbmi(x->qs, NULL, x->scales, b);
+        *d = x->d, *dmin = x->dmin;
+    }
+}
+
+QK_VBMI QK_FLAT static inline float qk4_dot_vbmi(const void *row, bool q5, const void *qx, int64_t n)
+{
+    const struct blk_q8_k *y = qx;
+    __m256 sums = _mm256_setzero_ps();
+    float sumf = 0;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        struct qk4_vbmi b;
+        uint16_t d, dmin;
+        qk4_block_vbmi(row, q5, i, &b, &d, &dmin);
+        qk4_acc_vbmi(&b, d, dmin, &y[i], &sums, &sumf);
+    }
+    return add_in_order(sumf, sums);
+}
+
+QK_VBMI QK_FLAT static inline void qk4_dot_rows_vbmi(const void *row, bool q5, const void *qx, size_t ys,
+                                             int64_t na, int64_t n, float *out, int64_t os)
+{
+    ROWS_LOOP
+    struct qk4_vbmi b;
+    uint16_t d, dmin;
+    qk4_block_vbmi(row, q5, i, &b, &d, &dmin);
+    for (int c = 0; c < nc; c++)
+        qk4_acc_vbmi(&b, d, dmin, yc[c] + i, &sums[c], &sumf[c]);
+    ROWS_END
+}
+
+QK_VBMI static float q4k_dot_vbmi(const void *row, const void *qx, int64_t n)
+{
+    return qk4_dot_vbmi(row, false, qx, n);
+}
+
+QK_VBMI static float q5k_dot_vbmi(const void *row, const void *qx, int64_t n)
+{
+    return qk4_dot_vbmi(row, true, qx, n);
+}
+
+QK_VBMI static void q4k_dot_rows_vbmi(const void *row, const void *qx, size_t ys, int64_t na,
+                                      int64_t n, float *out, int64_t os)
+{
+    qk4_dot_rows_vbmi(row, false, qx, ys, na, n, out, os);
+}
+
+QK_VBMI static void q5k_dot_rows_vbmi(const void *row, const void *qx, size_t ys, int64_t na,
+                                      int64_t n, float *out, int64_t os)
+{
+    qk4_dot_rows_vbmi(row, true, qx, ys, na, n, out, os);
+}
+
+/* Q6_K the same way: chunk j (elements 32j ..) has 16-element groups 2j and
+ * 2j + 1, whose pairs (l, l + 8) and (l + 16, l + 24) vpmaddubsw makes, so
+ * vpdpwssd takes the two group scales as its int16 pair. u[t]: the unsigned
+ * quants (value + 32) of chunks 2t, 2t + 1 in lane-dword order; s[t]: their
+ * group scales. */
+QK_VBMI static inline void q6k_unpack_vbmi(const struct blk_q6_k *x, __m512i u[4], __m512i s[4])
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m3 = _mm512_set1_epi8(0x30);
+    const __m512i pair = _mm512_loadu_si512(lane_dwords[0]);
+    const __m512i first = _mm512_loadu_si512(lane_dwords[1]);
+    /* the high bits: chunk 4h + q has bits 2q, 2q + 1 of qh[32h + m] */
+    const __m512i shl = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16(4),
+                                                _mm512_set1_epi16(2));
+    const __m512i shr = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_setzero_si512(),
+                                                _mm512_set1_epi16(2));
+    for (int h = 0; h < 2; h++) {
+        /* chunk 4h + q has the low (q < 2) or high nibbles of ql[64h + 32 (q & 1) + m] */
+        const __m512i l = _mm512_permutexvar_epi8(pair, _mm512_loadu_si512(x->ql + 64 * h));
+        const __m512i q = _mm512_permutexvar_epi8(first, _mm512_zextsi256_si512(load256(x->qh + 32 * h)));
+        u[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4),
+                                   _mm512_and_si512(_mm512_sllv_epi16(q, shl), m3));
+        u[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                       _mm512_and_si512(_mm512_srlv_epi16(q, shr), m3));
+    }
+    /* dword j of the widened scales is the pair of chunk j */
+    const __m512i s16 = _mm512_zextsi256_si512(
+        _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x->scales)));
+    const __m512i halves = _mm512_mask_blend_epi32(0xFF00u, _mm512_setzero_si512(),
+                                                   _mm512_set1_epi32(1));
+    for (int t = 0; t < 4; t++)
+        s[t] = _mm512_permutexvar_epi32(_mm512_add_epi32(halves, _mm512_set1_epi32(2 * t)), s16);
+}
+
+QK_VBMI static inline __m256 q6k_acc_vbmi(const __m512i u[4], const __m512i s[4], uint16_t d,
+                                          const struct blk_q8_k *y, __m256 sums)
+{
+    const __m512i pair = _mm512_loadu_si512(lane_dwords[0]), c32 = _mm512_set1_epi8(32);
+    __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0;
+    for (int t = 0; t < 4; t += 2) {
+        const __m512i a0 = _mm512_permutexvar_epi8(pair, _mm512_loadu_si512(y->qs + 64 * t));
+        const __m512i a1 = _mm512_permutexvar_epi8(pair, _mm512_loadu_si512(y->qs + 64 * t + 64));
+        const __m512i v0 = _mm512_sub_epi16(_mm512_maddubs_epi16(u[t], a0),
+                                            _mm512_maddubs_epi16(c32, a0));
+        const __m512i v1 = _mm512_sub_epi16(_mm512_maddubs_epi16(u[t + 1], a1),
+                                            _mm512_maddubs_epi16(c32, a1));
+        acc0 = _mm512_dpwssd_epi32(acc0, v0, s[t]);
+        acc1 = _mm512_dpwssd_epi32(acc1, v1, s[t + 1]);
+    }
+    const __m512i acc = _mm512_add_epi32(acc0, acc1);
+    const __m256i lanes =
+        _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    return acc_lanes(sums, h2f_f16c(d) * y->d, lanes);
+}
+
+QK_VBMI static float q6k_dot_vbmi(const void *row, const void *qx, int64_t n)
+{
+    const struct blk_q6_k *x = row;
+    const struct blk_q8_k *y = qx;
+    __m256 sums = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        __m512i u[4], s[4];
+        q6k_unpack_vbmi(&x[i], u, s);
+        sums = q6k_acc_vbmi(u, s, x[i].d, &y[i], sums);
+    }
+    return add_in_order(0.0f, sums);
+}
+
+QK_VBMI static void q6k_dot_rows_vbmi(const void *row, const void *qx, size_t ys, int64_t na,
+                                      int64_t n, float *out, int64_t os)
+{
+    ROWS_BEGIN(blk_q6_k)
+    __m512i u[4], s[4];
+    q6k_unpack_vbmi(&x[i], u, s);
+    for (int c = 0; c < nc; c++)
+        sums[c] = q6k_acc_vbmi(u, s, x[i].d, yc[c] + i, sums[c]);
+    ROWS_END
+}
+
 static const struct qsearch search_avx2 = {make_qkx_quants_avx2, make_qx_quants_avx2,
                                            iq4_search_avx2, iq4_index_avx2};
 
 #define QK_SELECT(fn) (ds_simd_level() >= 1 ? fn##_avx2 : fn##_ref)
 #define QK_SELECT512(fn) \
     (ds_simd_level() >= 2 ? fn##_avx512 : ds_simd_level() >= 1 ? fn##_avx2 : fn##_ref)
+#define QK_SELECT_VBMI(fn) (ds_simd_vbmi() ? fn##_vbmi : QK_SELECT(fn))
+#define QK_SELECT512_VBMI(fn) (ds_simd_vbmi() ? fn##_vbmi : QK_SELECT512(fn))
 #define QK_SEARCH (ds_simd_level() >= 1 ? &search_avx2 : &search_ref)
 
 /* The batched dot products of the level in effect. */
@@ -2227,15 +2485,18 @@ static const struct qsearch search_avx2 = {make_qkx_quants_avx2, make_qx_quants_
         for (int64_t c = 0; c < na; c++)                                                          \
             out[c * os] = t##_dot_ref(row, (const uint8_t *)qx + (size_t)c * ys, n);              \
     }
-#define QK_AVX2ONLY(fn) fn##_avx2
 #define QK_ROWS512(fn) (ds_simd_level() >= 2 ? fn##_avx512 : fn##_avx2)
-QK_ROWS(q4k, QK_AVX2ONLY)
-QK_ROWS(q5k, QK_AVX2ONLY)
-QK_ROWS(q6k, QK_ROWS512)
+#define QK_ROWS_VBMI(fn) (ds_simd_vbmi() ? fn##_vbmi : fn##_avx2)
+#define QK_ROWS512_VBMI(fn) (ds_simd_vbmi() ? fn##_vbmi : QK_ROWS512(fn))
+QK_ROWS(q4k, QK_ROWS_VBMI)
+QK_ROWS(q5k, QK_ROWS_VBMI)
+QK_ROWS(q6k, QK_ROWS512_VBMI)
 #define QK_ROWS_FN(t) t##_dot_rows
 #else
 #define QK_SELECT(fn) fn##_ref
 #define QK_SELECT512(fn) fn##_ref
+#define QK_SELECT_VBMI(fn) fn##_ref
+#define QK_SELECT512_VBMI(fn) fn##_ref
 #define QK_SEARCH (&search_ref)
 #define QK_ROWS_FN(t) NULL
 #endif /* QK_X86 */
@@ -2247,32 +2508,23 @@ void ds_quantize_q8_k(const float *x, void *dst, int64_t n)
     QK_SELECT(q8k_quantize)(x, dst, n);
 }
 
-#define QK_KERNELS(t)                                                                              \
+/* sel: the selector of the dot product (the dequantizer is AVX2 or scalar). */
+#define QK_KERNELS(t, sel)                                                                         \
     static void t##_dequantize(const void *src, float *y, int64_t n)                               \
     {                                                                                              \
         QK_SELECT(t##_dequantize)(src, y, n);                                                      \
     }                                                                                              \
     static float t##_dot(const void *row, const void *qx, int64_t n)                               \
     {                                                                                              \
-        return QK_SELECT(t##_dot)(row, qx, n);                                                     \
+        return sel(t##_dot)(row, qx, n);                                                           \
     }
 
-#define QK_KERNELS512(t)                                                                           \
-    static void t##_dequantize(const void *src, float *y, int64_t n)                               \
-    {                                                                                              \
-        QK_SELECT(t##_dequantize)(src, y, n);                                                      \
-    }                                                                                              \
-    static float t##_dot(const void *row, const void *qx, int64_t n)                               \
-    {                                                                                              \
-        return QK_SELECT512(t##_dot)(row, qx, n);                                                  \
-    }
-
-QK_KERNELS(q2k)
-QK_KERNELS(q3k)
-QK_KERNELS(q4k)
-QK_KERNELS(q5k)
-QK_KERNELS512(q6k)
-QK_KERNELS(iq4xs)
+QK_KERNELS(q2k, QK_SELECT)
+QK_KERNELS(q3k, QK_SELECT)
+QK_KERNELS(q4k, QK_SELECT_VBMI)
+QK_KERNELS(q5k, QK_SELECT_VBMI)
+QK_KERNELS(q6k, QK_SELECT512_VBMI)
+QK_KERNELS(iq4xs, QK_SELECT)
 
 /* Quantizers: the same algorithm with the scalar search kernels (_ref) or
  * the vector ones, which give the same bytes. */
