@@ -622,7 +622,28 @@ static inline __attribute__((always_inline)) float dot8(const float *x, const fl
     v8f a = {0};
     for (int64_t k = 0; k < kv; k += MM_L)
         a += V8(x + k) * V8(w + k);
-    return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+    return HSUM8(a);
+}
+
+/* dot8 of 8 rows x (ldx apart) with w at once: 8 independent chains, each
+ * the same as dot8's. */
+static inline __attribute__((always_inline)) void dot8x8(float *s, const float *x, int64_t ldx,
+                                                         const float *w, int64_t kv)
+{
+    v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+    for (int64_t k = 0; k < kv; k += MM_L) {
+        const v8f r = V8(w + k);
+        a0 += V8(x + k) * r;
+        a1 += V8(x + ldx + k) * r;
+        a2 += V8(x + 2 * ldx + k) * r;
+        a3 += V8(x + 3 * ldx + k) * r;
+        a4 += V8(x + 4 * ldx + k) * r;
+        a5 += V8(x + 5 * ldx + k) * r;
+        a6 += V8(x + 6 * ldx + k) * r;
+        a7 += V8(x + 7 * ldx + k) * r;
+    }
+    s[0] = HSUM8(a0), s[1] = HSUM8(a1), s[2] = HSUM8(a2), s[3] = HSUM8(a3);
+    s[4] = HSUM8(a4), s[5] = HSUM8(a5), s[6] = HSUM8(a6), s[7] = HSUM8(a7);
 }
 
 /* o[0..L) += p * r[0..L) */
@@ -637,13 +658,59 @@ static inline __attribute__((always_inline)) void axpy8(float *o, float p, const
     for (; k < L; k++)
         o[k] += p * r[k];
 }
+/* out[h][k0 .. k0 + 16) += sum over positions j0 <= j < j1 of s[h][j] r_j[k0 ..],
+ * heads h < nh (nh: 1 or 4): the 4 x 16 sums stay in registers while the float
+ * rows r_j (ldkv bytes apart) stream by, each added in position order as
+ * axpy8 does it (the same roundings, without a store per position). */
+static inline __attribute__((always_inline)) void wsum16(float *out, int64_t ldo, const float *s,
+                                                         int64_t n, const unsigned char *kv,
+                                                         size_t ldkv, int nh, int64_t k0,
+                                                         int64_t j0, int64_t j1)
+{
+    /* named registers: an indexed array of vectors is kept in memory */
+    v8f a0 = V8(out + k0), a1 = V8(out + k0 + 8), b0 = a0, b1 = a1, c0 = a0, c1 = a1, d0 = a0,
+        d1 = a1;
+    if (nh == 4) {
+        b0 = V8(out + ldo + k0), b1 = V8(out + ldo + k0 + 8);
+        c0 = V8(out + 2 * ldo + k0), c1 = V8(out + 2 * ldo + k0 + 8);
+        d0 = V8(out + 3 * ldo + k0), d1 = V8(out + 3 * ldo + k0 + 8);
+    }
+    for (int64_t j = j0; j < j1; j++) {
+        const float *r = (const float *)(kv + (size_t)j * ldkv) + k0;
+        const v8f r0 = V8(r), r1 = V8(r + 8);
+        const float p = s[j];
+        a0 += p * r0, a1 += p * r1;
+        if (nh == 4) {
+            const float pb = s[n + j], pc = s[2 * n + j], pd = s[3 * n + j];
+            b0 += pb * r0, b1 += pb * r1, c0 += pc * r0, c1 += pc * r1, d0 += pd * r0,
+                d1 += pd * r1;
+        }
+    }
+    const v8f v[8] = {a0, a1, b0, b1, c0, c1, d0, d1};
+    for (int h = 0; h < nh; h++)
+        memcpy(out + h * ldo + k0, &v[2 * h], 2 * sizeof(v8f));
+}
+
 #else
 #define HAVE_WIDE 0
 #define dot8 dot1
+static inline void dot8x8(float *s, const float *x, int64_t ldx, const float *w, int64_t kv)
+{
+    for (int i = 0; i < 8; i++)
+        s[i] = dot1(x + i * ldx, w, kv);
+}
 static inline void axpy8(float *o, float p, const float *r, int64_t L)
 {
     for (int64_t k = 0; k < L; k++)
         o[k] += p * r[k];
+}
+static inline void wsum16(float *out, int64_t ldo, const float *s, int64_t n,
+                          const unsigned char *kv, size_t ldkv, int nh, int64_t k0, int64_t j0,
+                          int64_t j1)
+{
+    for (int64_t j = j0; j < j1; j++)
+        for (int h = 0; h < nh; h++)
+            axpy8(out + h * ldo + k0, s[h * n + j], (const float *)(kv + (size_t)j * ldkv) + k0, 16);
 }
 #endif
 
@@ -663,9 +730,19 @@ attend_body(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
             ds_dequantize_row(DS_TYPE_Q8_0, kv + (size_t)j * ldkv, row, Dq);
             r = row;
         }
+        float acc8[8];
         for (int64_t h = 0; h < H; h++) {
             const float *qh = q + h * ldq;
-            float acc = wide ? dot8(qh, r, dv) : dot1(qh, r, dv);
+            float acc;
+            if (!wide) {
+                acc = dot1(qh, r, dv);
+            } else if (h - h % 8 + 8 <= H) { /* 8 heads at once: 8 chains in flight */
+                if (h % 8 == 0)
+                    dot8x8(acc8, qh, ldq, r, dv);
+                acc = acc8[h % 8];
+            } else {
+                acc = dot8(qh, r, dv);
+            }
             for (int64_t k = dv; k < D; k++)
                 acc += qh[k] * r[k];
             s[h * n + j] = acc * scale;
@@ -674,6 +751,28 @@ attend_body(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
     for (int64_t h = 0; h < H; h++) {
         ds_softmax(s + h * n, n);
         memset(out + h * ldo, 0, (size_t)L * sizeof(float));
+    }
+    int64_t k1 = 0; /* outputs k < k1 are done */
+    if (wide && !q8) {
+        /* float rows: the weighted sum in tiles of 4 heads x 16 columns, over
+         * 64 positions at a time (their rows stay in cache) */
+        k1 = L - L % 16;
+        for (int64_t j0 = 0; j0 < n; j0 += 64) {
+            const int64_t j1 = n - j0 < 64 ? n : j0 + 64;
+            for (int64_t h = 0; h < H; h += 4) {
+                const float *sh = s + h * n;
+                for (int64_t k = 0; k < k1; k += 16) {
+                    if (H - h >= 4)
+                        wsum16(out + h * ldo, ldo, sh, n, kv, ldkv, 4, k, j0, j1);
+                    else
+                        for (int64_t i = 0; i < H - h; i++)
+                            wsum16(out + (h + i) * ldo, ldo, sh + i * n, n, kv, ldkv, 1, k, j0,
+                                   j1);
+                }
+            }
+        }
+        if (k1 == L)
+            return;
     }
     for (int64_t j = 0; j < n; j++) {
         const float *r = (const float *)(kv + (size_t)j * ldkv);
@@ -684,7 +783,7 @@ attend_body(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
         for (int64_t h = 0; h < H; h++) {
             float p = s[h * n + j], *o = out + h * ldo;
             if (wide) {
-                axpy8(o, p, r, L);
+                axpy8(o + k1, p, r + k1, L - k1);
             } else {
                 for (int64_t k = 0; k < L; k++)
                     o[k] += p * r[k];
@@ -708,10 +807,8 @@ static void attend_rows(float *out, int64_t ldo, const float *q, int64_t ldq, in
                         int64_t L, float scale, float *s, float *row)
 {
 #if HAVE_WIDE
-    static int wide = -1; // AVX2 unless the CPU lacks it or DS_SIMD=scalar caps it
-    if (wide < 0)
-        wide = strcmp(ds_quant_simd(), "scalar") != 0;
-    if (wide) {
+    // AVX2 unless the CPU lacks it or the SIMD level is capped to scalar
+    if (strcmp(ds_quant_simd(), "scalar") != 0) {
         attend_avx2(out, ldo, q, ldq, H, kv, ldkv, q8, n, D, L, scale, s, row);
         return;
     }
