@@ -1543,27 +1543,6 @@ DS_AVX2 static void iq4_nl_quantize8_avx2(const float *x, const float *qw, uint8
  * combine these sums in ggml's order, block after block, as the AVX2 kernels
  * do, which also finish the rows' last blocks. */
 
-/* s[k] = sum over block k of (u[k] - off) * (the int8 at y + k * ybytes). */
-DS_AVX512 static inline void isums8(const __m256i *u, const uint8_t *y, size_t ybytes,
-                                    int off, int *s)
-{
-    const __m512i voff = _mm512_set1_epi8((char)off);
-    __m256i h[8];
-    for (int k = 0; k < 8; k += 2) {
-        __m512i uu = _mm512_inserti64x4(_mm512_castsi256_si512(u[k]), u[k + 1], 1);
-        __m512i yy = _mm512_inserti64x4(
-            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(y + k * ybytes))),
-            _mm256_loadu_si256((const __m256i *)(y + (k + 1) * ybytes)), 1);
-        __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), uu, yy);
-        if (off)
-            acc = _mm512_sub_epi32(acc, _mm512_dpbusd_epi32(_mm512_setzero_si512(), voff, yy));
-        h[k] = _mm512_castsi512_si256(acc);
-        h[k + 1] = _mm512_extracti64x4_epi64(acc, 1);
-    }
-    hsum4_i32(h[0], h[1], h[2], h[3], s);
-    hsum4_i32(h[4], h[5], h[6], h[7], s + 4);
-}
-
 /* Q8_0's int8 quants as unsigned bytes q + 128. */
 DS_AVX512 static inline __m256i biased_q8(const uint8_t *b)
 {
@@ -1579,44 +1558,90 @@ DS_AVX512 static inline __m256i biased_iq4(const uint8_t *qs)
     return _mm256_shuffle_epi8(tbl, unpack_nibbles(qs));
 }
 
+/* Lane k: the sum over block k of (u[k] - off) * (the int8 at y + k * ybytes). */
+DS_AVX512 static inline __m256i isums8v(const __m256i *u, const uint8_t *y, size_t ybytes,
+                                        int off)
+{
+    const __m512i voff = _mm512_set1_epi8((char)off);
+    __m256i h[8];
+    _Pragma("GCC unroll 4") for (int k = 0; k < 8; k += 2)
+    {
+        __m512i uu = _mm512_inserti64x4(_mm512_castsi256_si512(u[k]), u[k + 1], 1);
+        __m512i yy = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(y + k * ybytes))),
+            _mm256_loadu_si256((const __m256i *)(y + (k + 1) * ybytes)), 1);
+        __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), uu, yy);
+        if (off)
+            acc = _mm512_sub_epi32(acc, _mm512_dpbusd_epi32(_mm512_setzero_si512(), voff, yy));
+        h[k] = _mm512_castsi512_si256(acc);
+        h[k + 1] = _mm512_extracti64x4_epi64(acc, 1);
+    }
+    __m256i a0 = _mm256_hadd_epi32(h[0], h[1]), a1 = _mm256_hadd_epi32(h[2], h[3]);
+    __m256i a2 = _mm256_hadd_epi32(h[4], h[5]), a3 = _mm256_hadd_epi32(h[6], h[7]);
+    __m256i b0 = _mm256_hadd_epi32(a0, a1), b1 = _mm256_hadd_epi32(a2, a3);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(b0, b1, 0x20),
+                            _mm256_permute2x128_si256(b0, b1, 0x31));
+}
+
+/* s[k] = sum over block k of (u[k] - off) * (the int8 at y + k * ybytes). */
+DS_AVX512 static inline void isums8(const __m256i *u, const uint8_t *y, size_t ybytes,
+                                    int off, int *s)
+{
+    _mm256_storeu_si256((__m256i *)s, isums8v(u, y, ybytes, off));
+}
+
+/* The f16 at p, p + stride, ..., p + 7 stride (the scales of 8 blocks). */
+DS_AVX512 static inline __m256 f16x8_at(const uint8_t *p, int stride)
+{
+    return _mm256_cvtph_ps(_mm_setr_epi16((short)rd16(p), (short)rd16(p + stride),
+                                          (short)rd16(p + 2 * stride), (short)rd16(p + 3 * stride),
+                                          (short)rd16(p + 4 * stride), (short)rd16(p + 5 * stride),
+                                          (short)rd16(p + 6 * stride), (short)rd16(p + 7 * stride)));
+}
+
 /* t: type; XB, YB: block bytes of the weights and activations; YQ: offset of
  * the activations' int8; U(b): unsigned quants of the block at b; OFF: their
- * bias; COMBINE: the AVX2 kernel's float step (x, y: the blocks, si: the sum). */
-#define DOT_AVX512(t, XB, YB, YQ, U, OFF, COMBINE)                                          \
+ * bias; TERM: the scalar kernel's float term of a block (what it adds to
+ * sumf), here on 8 blocks at once: vs the integer sums as float, vdx, vdy the
+ * blocks' scales, vmx, vmy for Q4_1/Q5_1 the second halves. The terms are
+ * then added to sumf one by one, in block order: ggml's chain of additions,
+ * the rest of the float work done 8 blocks to a vector (the same roundings). */
+#define DOT_AVX512(t, XB, YB, YQ, U, OFF, TERM)                                             \
     DS_AVX512 static float t##_dot_avx512(const void *row, const void *qx, int64_t n)       \
     {                                                                                       \
         const uint8_t *x = row, *y = qx;                                                    \
         const int64_t nb = n / QK;                                                          \
         float sumf = 0.0f;                                                                  \
-        int s[8];                                                                           \
         int64_t i = 0;                                                                      \
-        for (; i + 8 <= nb; i += 8) {                                                       \
+        for (; i + 8 <= nb; i += 8, x += 8 * XB, y += 8 * YB) {                             \
             __m256i u[8];                                                                   \
-            for (int k = 0; k < 8; k++) {                                                   \
+            _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++)                             \
+            {                                                                               \
                 const uint8_t *b = x + k * XB;                                              \
                 u[k] = U;                                                                   \
             }                                                                               \
-            isums8(u, y + YQ, YB, OFF, s);                                                  \
-            for (int k = 0; k < 8; k++, x += XB, y += YB) {                                 \
-                const int si = s[k];                                                        \
-                COMBINE;                                                                    \
-            }                                                                               \
+            const __m256 vs = _mm256_cvtepi32_ps(isums8v(u, y + YQ, YB, OFF));              \
+            const __m256 vdx = f16x8_at(x, XB), vdy = f16x8_at(y, YB);                      \
+            const __m256 vmx = f16x8_at(x + 2, XB), vmy = f16x8_at(y + 2, YB);              \
+            float term[8];                                                                  \
+            _mm256_storeu_ps(term, TERM);                                                   \
+            (void)vmx, (void)vmy;                                                           \
+            for (int k = 0; k < 8; k++)                                                     \
+                sumf += term[k];                                                            \
         }                                                                                   \
         return t##_dot_avx2_from(x, y, nb - i, sumf);                                       \
     }
 
-DOT_AVX512(q4_0, Q4_0_BYTES, Q8_0_BYTES, 2, unpack_nibbles(b + 2), 8,
-           sumf += (float)si * f16_avx(x) * f16_avx(y))
+#define VMUL _mm256_mul_ps
+#define VADD _mm256_add_ps
+DOT_AVX512(q4_0, Q4_0_BYTES, Q8_0_BYTES, 2, unpack_nibbles(b + 2), 8, VMUL(VMUL(vs, vdx), vdy))
 DOT_AVX512(q4_1, Q4_1_BYTES, Q8_1_BYTES, 4, unpack_nibbles(b + 4), 0,
-           sumf += f16_avx(x) * f16_avx(y) * (float)si + f16_avx(x + 2) * f16_avx(y + 2))
-DOT_AVX512(q5_0, Q5_0_BYTES, Q8_0_BYTES, 2, unpack_q5(b + 2, b + 6), 16,
-           sumf += f16_avx(x) * f16_avx(y) * (float)si)
+           VADD(VMUL(VMUL(vdx, vdy), vs), VMUL(vmx, vmy)))
+DOT_AVX512(q5_0, Q5_0_BYTES, Q8_0_BYTES, 2, unpack_q5(b + 2, b + 6), 16, VMUL(VMUL(vdx, vdy), vs))
 DOT_AVX512(q5_1, Q5_1_BYTES, Q8_1_BYTES, 4, unpack_q5(b + 4, b + 8), 0,
-           sumf += f16_avx(x) * f16_avx(y) * (float)si + f16_avx(x + 2) * f16_avx(y + 2))
-DOT_AVX512(q8_0, Q8_0_BYTES, Q8_0_BYTES, 2, biased_q8(b), 128,
-           sumf += (float)si * (f16_avx(x) * f16_avx(y)))
-DOT_AVX512(iq4_nl, IQ4_NL_BYTES, Q8_0_BYTES, 2, biased_iq4(b + 2), 128,
-           sumf += (f16_avx(y) * f16_avx(x)) * (float)si)
+           VADD(VMUL(VMUL(vdx, vdy), vs), VMUL(vmx, vmy)))
+DOT_AVX512(q8_0, Q8_0_BYTES, Q8_0_BYTES, 2, biased_q8(b), 128, VMUL(vs, VMUL(vdx, vdy)))
+DOT_AVX512(iq4_nl, IQ4_NL_BYTES, Q8_0_BYTES, 2, biased_iq4(b + 2), 128, VMUL(VMUL(vdy, vdx), vs))
 
 /* DOT_AVX512 for na activation rows (row stride ys bytes), four at a time,
  * each weight group of eight blocks unpacked once; the results equal
@@ -1751,8 +1776,6 @@ DS_AVX512 static inline __m256 f16x8(const uint8_t *const *yc, size_t off)
         }                                                                                   \
     }
 
-#define VMUL _mm256_mul_ps
-#define VADD _mm256_add_ps
 DOT_ROWS8_AVX512(q4_0, Q4_0_BYTES, Q8_0_BYTES, 2, unpack_nibbles(b + 2), 8,
                  vsum = VADD(vsum, VMUL(VMUL(vs, vdx), vdy)))
 DOT_ROWS8_AVX512(q4_1, Q4_1_BYTES, Q8_1_BYTES, 4, unpack_nibbles(b + 4), 0,
