@@ -4,7 +4,9 @@
 # selection, and N random models redrawn like each checkpoint (bench/route.c
 # gen: every F32 tensor from a normal with its own mean and deviation, one
 # seed each) with the fraction that meets issue 4's bar (max |dlogit| <= 3% of
-# max |logit|, argmax agreement >= 98%) with and without forced routing.
+# max |logit|, argmax agreement >= 98%) with and without forced routing; then
+# the trained demo model (data/demo/demo.gguf, as F32) on the first 256
+# tokens of its held-out text.
 #   bash bench/route.sh [N_SEEDS [WORKDIR]]   (default 10, bench/out)
 set -eu
 cd "$(dirname "$0")/.."
@@ -43,3 +45,14 @@ for m in tiny-v3-fp8 tiny-v2lite; do
     echo
     rm -f "$W/$m-f32.gguf" "$W/$m-q8_0.gguf" "$W/r-f32.gguf" "$W/r-q8_0.gguf"
 done
+echo "## demo model (trained), 256 held-out tokens: q8_0 vs f32"
+echo
+tail -n +36001 data/shakespeare/input.txt | head -c 4000 > "$W/held-out.txt"
+tok=$(cmd/ds-run -m data/demo/demo.gguf --tokenize -f "$W/held-out.txt" | head -n 256 | paste -sd,)
+cmd/ds-convert -q -f --outtype f32 data/demo/demo.gguf -o "$W/demo-f32.gguf"
+cmd/ds-quantize -q -f -t q8_0 "$W/demo-f32.gguf" -o "$W/demo-q8_0.gguf"
+# only the positions whose routing or argmax differs
+"$R" cmp "$W/demo-f32.gguf" "$W/demo-q8_0.gguf" "$tok" | awk -F'|' '
+    NF < 6 || NR == 1 { print; next }
+    { split($5, a, " "); if ($2 !~ /^ *- *$/ || a[1] != a[2] || a[1] != a[3]) print }'
+rm -f "$W/held-out.txt" "$W/demo-f32.gguf" "$W/demo-q8_0.gguf"
