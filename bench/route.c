@@ -5,6 +5,7 @@
  *
  *   route cmp F32.gguf Q.gguf IDS     IDS: comma-separated token ids
  *   route gen IN.gguf OUT.gguf SEED
+ *   route stats IN.gguf
  *
  * cmp runs both models on IDS (all logits, one batch, as ds-run --dump-logits
  * does) and prints per position: the (layer, expert) choices that differ,
@@ -22,6 +23,8 @@
  * distribution with the tensor's own mean and standard deviation (constant
  * tensors such as norms of ones stay as they are), from SEED: a fresh random
  * model shaped and scaled like IN (for an F32 GGUF of a test checkpoint).
+ * stats prints those moments per F32 tensor (and max |x - mean| / sd and the
+ * kurtosis, 3 for a normal distribution).
  */
 #include <math.h>
 #include <stdio.h>
@@ -312,6 +315,7 @@ int main(int argc, char **argv)
         return cmp(argv[2], argv[3], argv[4]);
     if (argc == 5 && !strcmp(argv[1], "gen"))
         return gen(argv[2], argv[3], argv[4]);
-    fprintf(stderr, "usage: route cmp F32.gguf Q.gguf IDS | route gen IN.gguf OUT.gguf SEED\n");
+    fprintf(stderr, "usage: route cmp F32.gguf Q.gguf IDS | route gen IN.gguf OUT.gguf SEED | "
+                    "route stats IN.gguf\n");
     return 2;
 }
