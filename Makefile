@@ -136,11 +136,12 @@ $(O)/build/bench/%: bench/%.c $(LIBA)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIBA) $(LIBS)
 
 bench: all $(O)/build/bench/gen-checkpoint $(O)/build/bench/membw $(O)/build/bench/mtp \
-       $(O)/build/bench/ctx
+       $(O)/build/bench/ctx $(O)/build/bench/route
 	sh bench/convert.sh
 	sh bench/run.sh
 	bash bench/decode.sh
 	bash bench/kvcache.sh
+	bash bench/route.sh
 	sh bench/mtp.sh
 	sh bench/scaling.sh
 

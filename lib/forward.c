@@ -38,6 +38,7 @@
 #include "kernels_impl.h"
 #include "model_impl.h"
 #include "prune_impl.h"
+#include "route_impl.h"
 
 #define UBATCH 64   /* tokens per chunk of a batched forward */
 #define HEAD_BLOCK 8 /* heads per attention work item */
@@ -93,6 +94,8 @@ struct ds_ctx {
     float *att;         /* (nthr, HEAD_BLOCK, n_ctx) */
     struct ds_imatrix *im; /* borrowed; NULL: no collection */
     struct ds_calib *calib; /* borrowed; NULL: no pruning statistics (prune_impl.h) */
+    ds_route_hook *route_hook; /* NULL: none (route_impl.h) */
+    void *route_arg;
     /* MTP drafting (ds_ctx_enable_mtp): pair p = (token p, final normed hidden
      * state of p-1) is row p-1 of the MTP layer's cache; pairs 1..mpos are in it. */
     bool mtp;
@@ -336,6 +339,28 @@ void ds_ctx_set_calib(struct ds_ctx *c, struct ds_calib *cal)
     c->calib = cal;
 }
 
+void ds_ctx_set_route_hook(struct ds_ctx *c, ds_route_hook *fn, void *arg)
+{
+    c->route_hook = fn;
+    c->route_arg = arg;
+}
+
+bool ds_route_rec_hook(void *rec, int64_t layer, int64_t p0, int64_t T, const float *s,
+                       int32_t *sel)
+{
+    struct ds_route_rec *r = rec;
+    const size_t at = (size_t)((layer * r->n + p0) * r->k), len = (size_t)(T * r->k);
+    (void)s;
+    if (layer >= r->n_layers || p0 + T > r->n)
+        return false;
+    if (!r->force) {
+        memcpy(r->sel + at, sel, len * sizeof(int32_t));
+        return false;
+    }
+    memcpy(sel, r->force + at, len * sizeof(int32_t));
+    return true;
+}
+
 /* Rows x (T, ldx) into the collector, if any: matrix mat of (layer, slot). */
 static void record(struct ds_ctx *c, int64_t layer, enum ds_im_slot slot, int64_t mat,
                    const float *x, int64_t ldx, int64_t T)
@@ -478,6 +503,25 @@ static void top_k(float *v, int64_t n, int64_t k, int32_t *idx)
     }
 }
 
+/* Routing weights w (k) of the experts idx (k) from the scores s (E):
+ * w = s[idx], w /= sum(w) if norm_topk_prob, w *= scale. */
+static void route_weights(const struct ds_hparams *hp, const float *s, const int32_t *idx,
+                          float *w)
+{
+    const int64_t k = hp->n_experts_per_tok;
+    double sum = 0;
+    for (int64_t j = 0; j < k; j++) {
+        w[j] = s[idx[j]];
+        sum += w[j];
+    }
+    for (int64_t j = 0; j < k; j++) {
+        double v = w[j];
+        if (hp->norm_topk_prob)
+            v /= sum + 1e-20;
+        w[j] = (float)(v * hp->routed_scaling_factor);
+    }
+}
+
 /* Router of one token (DeepSeek model.py Gate, HF normalisation):
  *   s = sigmoid(logits) or softmax(logits); b = s + bias (selection only)
  *   groups (n_group > 1, not greedy): score = sum of top-2 of b (noaux_tc) or
@@ -520,17 +564,7 @@ static void route(const struct ds_model *m, const struct ds_layer *L, float *s, 
                     b[g * eg + i] = -INFINITY;
     }
     top_k(b, E, k, idx);
-    double sum = 0;
-    for (int64_t j = 0; j < k; j++) {
-        w[j] = s[idx[j]];
-        sum += w[j];
-    }
-    for (int64_t j = 0; j < k; j++) {
-        double v = w[j];
-        if (hp->norm_topk_prob)
-            v /= sum + 1e-20;
-        w[j] = (float)(v * hp->routed_scaling_factor);
-    }
+    route_weights(hp, s, idx, w);
 }
 
 /* Items for rows of matrices w0..w0+nw-1 (N rows each) of every slot with
@@ -570,13 +604,13 @@ static void run_items(struct ds_ctx *c, int64_t n, double work)
     }
 }
 
-/* x (T,d) -> acc (T,d) = shared(x) + sum_j w_j expert_{idx_j}(x)
+/* x (T,d) of positions p0.. -> acc (T,d) = shared(x) + sum_j w_j expert_{idx_j}(x)
  * The shared experts and every routed expert that has rows run together:
  * one parallel pass for all gate and up products, one for all down
  * products, each activation row quantized once per product input. Routed
  * outputs are added in expert id order, so every row gets its contributions
  * in the same order whatever the batch. */
-static void moe(struct ds_ctx *c, const struct ds_layer *L, int64_t l, int64_t T)
+static void moe(struct ds_ctx *c, const struct ds_layer *L, int64_t l, int64_t T, int64_t p0)
 {
     const struct ds_model *m = c->m;
     const struct ds_hparams *hp = &m->hp;
@@ -591,6 +625,9 @@ static void moe(struct ds_ctx *c, const struct ds_layer *L, int64_t l, int64_t T
     DS_OMP(omp parallel for schedule(static) if (T * E >= 4096))
     for (int64_t t = 0; t < T; t++)
         route(m, L, c->rs + t * E, c->rb + t * E, c->gs + t * G, c->sel + t * k, c->selw + t * k);
+    if (c->route_hook && c->route_hook(c->route_arg, l, p0, T, c->rs, c->sel))
+        for (int64_t t = 0; t < T; t++)
+            route_weights(hp, c->rs + t * E, c->sel + t * k, c->selw + t * k);
     if (c->calib)
         ds_calib_route(c->calib, l, c->sel, c->selw, T);
 
@@ -672,7 +709,7 @@ static void layer_forward(struct ds_ctx *c, const struct ds_layer *L, int64_t l,
     attention(c, L, l, T, p0);
     ds_rmsnorm(c->x, d, c->h, d, L->ffn_norm, T, d, (float)hp->rms_norm_eps);
     if (L->moe) {
-        moe(c, L, l, T);
+        moe(c, L, l, T, p0);
         for (int64_t i = 0; i < T * d; i++)
             c->h[i] += c->acc[i];
     } else {
