@@ -269,7 +269,7 @@ static void quant_rows(float *y, int64_t ldy, const void *qx, const void *w, enu
 #define MM_NB 4
 /* Rows per parallel work item of a block-quantized product with T > 1: the
  * tile kernel repacks the activations once per item. */
-#define MM_QNB 32
+#define MM_QNB 64
 #define MM_KC 512
 #define MM_L 8
 

@@ -1955,6 +1955,11 @@ tile_run(enum tile_kind k, size_t xb, struct tile_blk *buf, const uint8_t *w, si
                 for (int64_t r = 0; r < TILE_R; r++)
                     wr[r] = w + (size_t)(r0 + (r < nrr ? r : nrr - 1)) * ws;
                 tile_unpack(k, xb, &tw, wr, j0, nj);
+                // the next rows stream in from memory while these compute
+                for (int64_t r = r0 + TILE_R; r < r0 + 2 * TILE_R && r < nr; r++)
+                    for (size_t o = 0; o < (size_t)nj * xb; o += 64)
+                        _mm_prefetch((const char *)w + (size_t)r * ws + (size_t)j0 * xb + o,
+                                     _MM_HINT_T0);
                 for (int64_t t = 0; t < nt; t++) {
                     const int64_t c0 = (t0 + t) * TILE_C;
                     const int64_t nc = na - c0 < TILE_C ? na - c0 : TILE_C;
