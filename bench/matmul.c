@@ -36,9 +36,10 @@ int main(int argc, char **argv)
     int64_t T = argc > 4 ? atoll(argv[4]) : 1;
     enum ds_type only = DS_TYPE_F32;
     const int filter = argc > 5;
-    const enum ds_type types[] = {DS_TYPE_F32,  DS_TYPE_BF16, DS_TYPE_F16,    DS_TYPE_F8_E4M3,
-                                  DS_TYPE_Q8_0, DS_TYPE_Q4_0, DS_TYPE_Q5_0,   DS_TYPE_IQ4_NL,
-                                  DS_TYPE_Q4_K, DS_TYPE_Q5_K, DS_TYPE_Q6_K};
+    const enum ds_type types[] = {DS_TYPE_F32,  DS_TYPE_BF16, DS_TYPE_F16,  DS_TYPE_F8_E4M3,
+                                  DS_TYPE_Q8_0, DS_TYPE_Q4_0, DS_TYPE_Q4_1, DS_TYPE_Q5_0,
+                                  DS_TYPE_Q5_1, DS_TYPE_IQ4_NL, DS_TYPE_Q4_K, DS_TYPE_Q5_K,
+                                  DS_TYPE_Q6_K};
     static const char *const names[] = {"scalar", "avx2", "avx512"};
     float *w = malloc((size_t)(N * K) * sizeof(float));
     float *x = malloc((size_t)(T * K) * sizeof(float));

@@ -1774,8 +1774,7 @@ DOT_ROWS8_AVX512(iq4_nl, IQ4_NL_BYTES, Q8_0_BYTES, 2, biased_iq4(b + 2), 128,
 
 /*
  * 2-D tiles: TILE_R weight rows x TILE_C (8) activation rows per register
- * block, for the types whose activations are Q8_0 and whose float step is
- * one product per block (Q4_0, Q5_0, Q8_0, IQ4_NL).
+ * block, for the 32-element types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL).
  *
  * Lanes are activation rows. A tile's activation blocks are repacked once
  * per call (struct tile_blk): vector g holds bytes 4g..4g+3 of the block of
@@ -1793,9 +1792,10 @@ DOT_ROWS8_AVX512(iq4_nl, IQ4_NL_BYTES, Q8_0_BYTES, 2, biased_iq4(b + 2), 128,
  * kernel's float step for its output, block after block in order, with the
  * same operations on the same operands (no FMA): sumf += (float)si * (dx *
  * dy) for Q8_0, Q5_0 and IQ4_NL (IEEE products commute, so dy * dx == dx *
- * dy), sumf += ((float)si * dx) * dy for Q4_0. K is cut into chunks of
- * TILE_KB blocks; between chunks a partial sum waits in out, a float stored
- * and reloaded unchanged.
+ * dy), sumf += ((float)si * dx) * dy for Q4_0, sumf += (dx * dy) * si +
+ * mx * sy for Q4_1 and Q5_1 (sy: Q8_1's stored d * sum(q)). K is cut into
+ * chunks of TILE_KB blocks; between chunks a partial sum waits in out, a
+ * float stored and reloaded unchanged.
  */
 #define TILE_C 8   /* activation rows per tile: the int32 lanes of a ymm */
 #define TILE_R 8   /* weight rows per register block */
@@ -1803,31 +1803,35 @@ DOT_ROWS8_AVX512(iq4_nl, IQ4_NL_BYTES, Q8_0_BYTES, 2, biased_iq4(b + 2), 128,
 #define TILE_TG 16 /* tiles repacked together (128 activation rows) */
 
 /* One block of a tile of 8 activation rows: a[g] dword g of each row's
- * quants + 128 (lane c: row c), dy the rows' scales. */
+ * quants + 128 (lane c: row c), dy the rows' scales, sy (Q8_1 only) their
+ * d * sum(q). */
 struct tile_blk {
     uint8_t a[8][32];
     float dy[8];
+    float sy[8];
 };
 
 /* TILE_R weight rows over one K chunk: q signed quants, ncorr -128 * their
- * sum, d the scales, per block. */
+ * sum, d the scales, m the mins (Q4_1, Q5_1), per block. */
 struct tile_w {
     uint8_t q[TILE_R][TILE_KB][32];
     int32_t ncorr[TILE_R][TILE_KB];
     float d[TILE_R][TILE_KB];
+    float m[TILE_R][TILE_KB];
 };
 
-/* Blocks j0 .. j0+nj-1 of the 8 Q8_0 activation rows yc -> dst (nj): an 8 x 8
- * dword transpose per block. */
+/* Blocks j0 .. j0+nj-1 of the 8 activation rows yc (Q8_0, or Q8_1 when q81)
+ * -> dst (nj): an 8 x 8 dword transpose per block. */
 DS_AVX512 static void tile_pack(struct tile_blk *dst, const uint8_t *const *yc, int64_t j0,
-                                int64_t nj)
+                                int64_t nj, bool q81)
 {
     const __m256i bias = _mm256_set1_epi8((char)0x80);
+    const size_t yb = q81 ? Q8_1_BYTES : Q8_0_BYTES, yq = q81 ? 4 : 2;
     for (int64_t j = 0; j < nj; j++, dst++) {
-        const size_t o = (size_t)(j0 + j) * Q8_0_BYTES;
+        const size_t o = (size_t)(j0 + j) * yb;
         __m256i r[8], t[8], u[8];
         for (int c = 0; c < 8; c++)
-            r[c] = _mm256_xor_si256(load_q8(yc[c] + o), bias);
+            r[c] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(yc[c] + o + yq)), bias);
         // t[c], t[c+1]: dwords 0 1 | 4 5 and 2 3 | 6 7 of rows c, c+1 interleaved
         for (int c = 0; c < 8; c += 2) {
             t[c] = _mm256_unpacklo_epi32(r[c], r[c + 1]);
@@ -1847,10 +1851,14 @@ DS_AVX512 static void tile_pack(struct tile_blk *dst, const uint8_t *const *yc, 
                                 _mm256_permute2x128_si256(u[g], u[g + 4], 0x31));
         }
         _mm256_storeu_ps(dst->dy, f16x8(yc, o));
+        if (q81)
+            _mm256_storeu_ps(dst->sy, f16x8(yc, o + 2));
     }
 }
 
-enum tile_kind { TILE_Q4_0, TILE_Q5_0, TILE_Q8_0, TILE_IQ4_NL };
+enum tile_kind { TILE_Q4_0, TILE_Q4_1, TILE_Q5_0, TILE_Q5_1, TILE_Q8_0, TILE_IQ4_NL };
+
+#define TILE_Q81(k) ((k) == TILE_Q4_1 || (k) == TILE_Q5_1)
 
 /* The signed quants of the block at b, as the single kernel multiplies them. */
 DS_AVX512 static inline __attribute__((always_inline)) __m256i tile_quants(enum tile_kind k,
@@ -1859,8 +1867,12 @@ DS_AVX512 static inline __attribute__((always_inline)) __m256i tile_quants(enum 
     switch (k) {
     case TILE_Q4_0:
         return _mm256_sub_epi8(unpack_nibbles(b + 2), _mm256_set1_epi8(8));
+    case TILE_Q4_1:
+        return unpack_nibbles(b + 4);
     case TILE_Q5_0:
         return _mm256_sub_epi8(unpack_q5(b + 2, b + 6), _mm256_set1_epi8(16));
+    case TILE_Q5_1:
+        return unpack_q5(b + 4, b + 8);
     case TILE_IQ4_NL:
         return iq4_values(b + 2);
     default:
@@ -1885,6 +1897,8 @@ tile_unpack(enum tile_kind k, size_t xb, struct tile_w *tw, const uint8_t *const
                     _mm256_storeu_si256((__m256i *)tw->q[r][j + i], q);
                     s[i] = _mm256_dpbusd_epi32(s[i], u128, q);
                     tw->d[r][j + i] = f16_avx(b);
+                    if (TILE_Q81(k))
+                        tw->m[r][j + i] = f16_avx(b + 2);
                 }
             }
             // TILE_KB is a multiple of 8: the 8 sums fit even past nj
@@ -1921,13 +1935,18 @@ tile_block(enum tile_kind k, __m256 *vsum, const struct tile_w *tw, const struct
             const __m256 vs = _mm256_cvtepi32_ps(acc[r]), vdx = _mm256_set1_ps(tw->d[r][j]);
             if (k == TILE_Q4_0)
                 vsum[r] = VADD(vsum[r], VMUL(VMUL(vs, vdx), vdy));
+            else if (TILE_Q81(k))
+                vsum[r] = VADD(vsum[r], VADD(VMUL(VMUL(vdx, vdy), vs),
+                                             VMUL(_mm256_set1_ps(tw->m[r][j]),
+                                                  _mm256_loadu_ps(blk->sy))));
             else
                 vsum[r] = VADD(vsum[r], VMUL(vs, VMUL(vdx, vdy)));
         }
     }
 }
 
-/* w (nr rows of type k, row stride ws bytes) x qx (na Q8_0 rows, stride qs)
+/* w (nr rows of type k, row stride ws bytes) x qx (na Q8_0 or Q8_1 rows,
+ * stride qs)
  * -> out[r * ors + c * ocs] = t##_dot(w + r * ws, qx + c * qs, n); tiles of
  * TILE_R x 8, the last ones padded with copies of the last row. buf: room
  * for min(TILE_TG, tiles) * min(TILE_KB, n / 32) tile blocks. */
@@ -1947,7 +1966,7 @@ tile_run(enum tile_kind k, size_t xb, struct tile_blk *buf, const uint8_t *w, si
                 const uint8_t *yc[8];
                 for (int64_t c = 0; c < TILE_C; c++)
                     yc[c] = qx + (size_t)(c0 + c < na ? c0 + c : na - 1) * qs;
-                tile_pack(buf + t * nj, yc, j0, nj);
+                tile_pack(buf + t * nj, yc, j0, nj, TILE_Q81(k));
             }
             for (int64_t r0 = 0; r0 < nr; r0 += TILE_R) {
                 const int64_t nrr = nr - r0 < TILE_R ? nr - r0 : TILE_R;
@@ -1994,7 +2013,9 @@ tile_run(enum tile_kind k, size_t xb, struct tile_blk *buf, const uint8_t *w, si
     }
 
 DOT_TILE_AVX512(q4_0, Q4_0_BYTES, TILE_Q4_0)
+DOT_TILE_AVX512(q4_1, Q4_1_BYTES, TILE_Q4_1)
 DOT_TILE_AVX512(q5_0, Q5_0_BYTES, TILE_Q5_0)
+DOT_TILE_AVX512(q5_1, Q5_1_BYTES, TILE_Q5_1)
 DOT_TILE_AVX512(q8_0, Q8_0_BYTES, TILE_Q8_0)
 DOT_TILE_AVX512(iq4_nl, IQ4_NL_BYTES, TILE_IQ4_NL)
 
@@ -2121,8 +2142,14 @@ bool ds_dot_tile_legacy(enum ds_type t, const void *w, size_t ws, int64_t nr, co
     case DS_TYPE_Q4_0:
         f = q4_0_dot_tile_avx512;
         break;
+    case DS_TYPE_Q4_1:
+        f = q4_1_dot_tile_avx512;
+        break;
     case DS_TYPE_Q5_0:
         f = q5_0_dot_tile_avx512;
+        break;
+    case DS_TYPE_Q5_1:
+        f = q5_1_dot_tile_avx512;
         break;
     case DS_TYPE_Q8_0:
         f = q8_0_dot_tile_avx512;
