@@ -1785,7 +1785,10 @@ DOT_ROWS8_AVX512(iq4_nl, IQ4_NL_BYTES, Q8_0_BYTES, 2, biased_iq4(b + 2), 128,
  * each loaded activation vector TILE_R weight rows, and no horizontal sums
  * are needed. After the 8 dwords lane c holds sum (y_c + 128) w =
  * sum y_c w + 128 sum w; the accumulator starts at -128 sum w (computed once
- * per weight block), so it ends at the block's integer sum.
+ * per weight block), so it ends at the block's integer sum. With fewer than
+ * 8 activation rows in all (an expert's few tokens) lane 7 is spare: it
+ * gets y = 0 and so ends at 128 sum w, which is subtracted from every lane
+ * instead (no separate pass over the weights for the sums).
  *
  * Why this is bit for bit the single kernel: the integer sums are exact (no
  * saturating instruction, |sum| < 2^21), and each lane then takes the single
@@ -1821,9 +1824,9 @@ struct tile_w {
 };
 
 /* Blocks j0 .. j0+nj-1 of the 8 activation rows yc (Q8_0, or Q8_1 when q81)
- * -> dst (nj): an 8 x 8 dword transpose per block. */
+ * -> dst (nj): an 8 x 8 dword transpose per block; spare: lane 7 is y = 0. */
 DS_AVX512 static void tile_pack(struct tile_blk *dst, const uint8_t *const *yc, int64_t j0,
-                                int64_t nj, bool q81)
+                                int64_t nj, bool q81, bool spare)
 {
     const __m256i bias = _mm256_set1_epi8((char)0x80);
     const size_t yb = q81 ? Q8_1_BYTES : Q8_0_BYTES, yq = q81 ? 4 : 2;
@@ -1845,10 +1848,14 @@ DS_AVX512 static void tile_pack(struct tile_blk *dst, const uint8_t *const *yc, 
             u[c + 3] = _mm256_unpackhi_epi64(t[c + 1], t[c + 3]);
         }
         for (int g = 0; g < 4; g++) {
-            _mm256_storeu_si256((__m256i *)dst->a[g],
-                                _mm256_permute2x128_si256(u[g], u[g + 4], 0x20));
-            _mm256_storeu_si256((__m256i *)dst->a[g + 4],
-                                _mm256_permute2x128_si256(u[g], u[g + 4], 0x31));
+            __m256i lo = _mm256_permute2x128_si256(u[g], u[g + 4], 0x20);
+            __m256i hi = _mm256_permute2x128_si256(u[g], u[g + 4], 0x31);
+            if (spare) {
+                lo = _mm256_blend_epi32(lo, bias, 0x80);
+                hi = _mm256_blend_epi32(hi, bias, 0x80);
+            }
+            _mm256_storeu_si256((__m256i *)dst->a[g], lo);
+            _mm256_storeu_si256((__m256i *)dst->a[g + 4], hi);
         }
         _mm256_storeu_ps(dst->dy, f16x8(yc, o));
         if (q81)
@@ -1880,10 +1887,11 @@ DS_AVX512 static inline __attribute__((always_inline)) __m256i tile_quants(enum 
     }
 }
 
-/* Weight rows wr[0..TILE_R) (block bytes xb), blocks j0 .. j0+nj-1 -> tw. */
+/* Weight rows wr[0..TILE_R) (block bytes xb), blocks j0 .. j0+nj-1 -> tw
+ * (ncorr only when corr). */
 DS_AVX512 static inline __attribute__((always_inline)) void
 tile_unpack(enum tile_kind k, size_t xb, struct tile_w *tw, const uint8_t *const *wr, int64_t j0,
-            int64_t nj)
+            int64_t nj, bool corr)
 {
     const __m256i u128 = _mm256_set1_epi8((char)0x80);
     for (int r = 0; r < TILE_R; r++)
@@ -1895,29 +1903,32 @@ tile_unpack(enum tile_kind k, size_t xb, struct tile_w *tw, const uint8_t *const
                     const uint8_t *b = wr[r] + (size_t)(j0 + j + i) * xb;
                     __m256i q = tile_quants(k, b);
                     _mm256_storeu_si256((__m256i *)tw->q[r][j + i], q);
-                    s[i] = _mm256_dpbusd_epi32(s[i], u128, q);
+                    if (corr)
+                        s[i] = _mm256_dpbusd_epi32(s[i], u128, q);
                     tw->d[r][j + i] = f16_avx(b);
                     if (TILE_Q81(k))
                         tw->m[r][j + i] = f16_avx(b + 2);
                 }
             }
             // TILE_KB is a multiple of 8: the 8 sums fit even past nj
-            _mm256_storeu_si256((__m256i *)&tw->ncorr[r][j],
-                                _mm256_sub_epi32(_mm256_setzero_si256(), hsum8_lanes(s)));
+            if (corr)
+                _mm256_storeu_si256((__m256i *)&tw->ncorr[r][j],
+                                    _mm256_sub_epi32(_mm256_setzero_si256(), hsum8_lanes(s)));
         }
 }
 
 /* vsum[r] (lane c) += the products of weight rows tw and the tile blk over
- * nj blocks, each in the single kernel's float step. */
+ * nj blocks, each in the single kernel's float step; spare: lane 7 holds the
+ * bias instead of tw->ncorr. */
 DS_AVX512 static inline __attribute__((always_inline)) void
 tile_block(enum tile_kind k, __m256 *vsum, const struct tile_w *tw, const struct tile_blk *blk,
-           int64_t nj)
+           int64_t nj, bool spare)
 {
     for (int64_t j = 0; j < nj; j++, blk++) {
         __m256i acc[TILE_R];
 #pragma GCC unroll 8
         for (int r = 0; r < TILE_R; r++)
-            acc[r] = _mm256_set1_epi32(tw->ncorr[r][j]);
+            acc[r] = spare ? _mm256_setzero_si256() : _mm256_set1_epi32(tw->ncorr[r][j]);
         // rows inner: TILE_R independent chains of vpdpbusd
 #pragma GCC unroll 8
         for (int g = 0; g < 8; g++) {
@@ -1932,6 +1943,9 @@ tile_block(enum tile_kind k, __m256 *vsum, const struct tile_w *tw, const struct
         const __m256 vdy = _mm256_loadu_ps(blk->dy);
 #pragma GCC unroll 8
         for (int r = 0; r < TILE_R; r++) {
+            if (spare)
+                acc[r] = _mm256_sub_epi32(
+                    acc[r], _mm256_permutevar8x32_epi32(acc[r], _mm256_set1_epi32(7)));
             const __m256 vs = _mm256_cvtepi32_ps(acc[r]), vdx = _mm256_set1_ps(tw->d[r][j]);
             if (k == TILE_Q4_0)
                 vsum[r] = VADD(vsum[r], VMUL(VMUL(vs, vdx), vdy));
@@ -1956,6 +1970,7 @@ tile_run(enum tile_kind k, size_t xb, struct tile_blk *buf, const uint8_t *w, si
          int64_t ors, int64_t ocs)
 {
     const int64_t nb = n / QK, ntiles = (na + TILE_C - 1) / TILE_C;
+    const bool spare = na < TILE_C;
     struct tile_w tw;
     for (int64_t j0 = 0; j0 < nb; j0 += TILE_KB) {
         const int64_t nj = nb - j0 < TILE_KB ? nb - j0 : TILE_KB;
@@ -1966,14 +1981,14 @@ tile_run(enum tile_kind k, size_t xb, struct tile_blk *buf, const uint8_t *w, si
                 const uint8_t *yc[8];
                 for (int64_t c = 0; c < TILE_C; c++)
                     yc[c] = qx + (size_t)(c0 + c < na ? c0 + c : na - 1) * qs;
-                tile_pack(buf + t * nj, yc, j0, nj, TILE_Q81(k));
+                tile_pack(buf + t * nj, yc, j0, nj, TILE_Q81(k), spare);
             }
             for (int64_t r0 = 0; r0 < nr; r0 += TILE_R) {
                 const int64_t nrr = nr - r0 < TILE_R ? nr - r0 : TILE_R;
                 const uint8_t *wr[TILE_R];
                 for (int64_t r = 0; r < TILE_R; r++)
                     wr[r] = w + (size_t)(r0 + (r < nrr ? r : nrr - 1)) * ws;
-                tile_unpack(k, xb, &tw, wr, j0, nj);
+                tile_unpack(k, xb, &tw, wr, j0, nj, !spare);
                 // the next rows stream in from memory while these compute
                 for (int64_t r = r0 + TILE_R; r < r0 + 2 * TILE_R && r < nr; r++)
                     for (size_t o = 0; o < (size_t)nj * xb; o += 64)
@@ -1991,7 +2006,10 @@ tile_run(enum tile_kind k, size_t xb, struct tile_blk *buf, const uint8_t *w, si
                             s[c] = o[r * ors + c * ocs];
                         vsum[r] = _mm256_loadu_ps(s);
                     }
-                    tile_block(k, vsum, &tw, buf + t * nj, nj);
+                    if (spare)
+                        tile_block(k, vsum, &tw, buf + t * nj, nj, true);
+                    else
+                        tile_block(k, vsum, &tw, buf + t * nj, nj, false);
                     for (int64_t r = 0; r < nrr; r++) {
                         _mm256_storeu_ps(s, vsum[r]);
                         for (int64_t c = 0; c < nc; c++)
