@@ -40,7 +40,9 @@
  * dequantization, dot products (integer sums in SIMD, then the block scales
  * in ggml's order), quantization without imatrix, and IQ4_NL quantization with
  * or without (eight blocks at a time, one per lane). The imatrix searches of
- * the other types are scalar only.
+ * the other types are scalar only. For matrix products the AVX-512 level also
+ * has 2-D register tiles, 8 weight rows x 8 activation rows
+ * (ds_quant_dot_tile; see "2-D tiles" below), bit-exact with the single dot.
  */
 #include <assert.h>
 #include <float.h>
