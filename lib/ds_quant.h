@@ -72,6 +72,23 @@ void ds_quant_dot_rows(enum ds_type t, const void *row, const void *qx, size_t q
 void ds_quant_dot_rows_ref(enum ds_type t, const void *row, const void *qx, size_t qx_stride,
                            int64_t na, int64_t n, float *out, int64_t out_stride);
 
+/* 2-D batched dot products (a matrix product): nr weight rows of type t, the
+ * r-th at (const char *)w + r * w_stride, with na activation rows quantized
+ * to ds_quant_vec_type(t), the c-th at (const char *)qx + c * qx_stride:
+ *   out[r * out_rs + c * out_cs] = ds_quant_dot(t, w_r, qx_c, n),  r < nr, c < na,
+ * bit for bit at every level, other elements of out untouched. Q4_0, Q4_1,
+ * Q5_0, Q5_1, Q8_0 and IQ4_NL at the AVX-512 level run register tiles of 8
+ * weight rows x 8 activation rows (each weight block loaded once for 8
+ * activation rows and each activation block once for 8 weight rows, the
+ * activations repacked once per call); every other case runs
+ * ds_quant_dot_rows per weight row. */
+void ds_quant_dot_tile(enum ds_type t, const void *w, size_t w_stride, int64_t nr,
+                       const void *qx, size_t qx_stride, int64_t na, int64_t n, float *out,
+                       int64_t out_rs, int64_t out_cs);
+void ds_quant_dot_tile_ref(enum ds_type t, const void *w, size_t w_stride, int64_t nr,
+                           const void *qx, size_t qx_stride, int64_t na, int64_t n, float *out,
+                           int64_t out_rs, int64_t out_cs);
+
 /* Weighted squared error of a quantized row against x:
  * sum_i w_i (x_i - deq_i)^2 with w = imatrix or 1; *sum_x2 gets sum_i w_i x_i^2. */
 ds_err ds_quant_error(enum ds_type t, const float *x, const void *q, int64_t n,

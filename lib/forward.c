@@ -43,7 +43,7 @@
 #define UBATCH 64   /* tokens per chunk of a batched forward */
 #define HEAD_BLOCK 8 /* heads per attention work item */
 #define RING (2 * UBATCH) /* positions of final hidden states kept for the MTP module */
-#define ROW_BLOCK 32 /* weight rows per work item of the fused expert products */
+#define ROW_BLOCK 64 /* weight rows per work item of the fused expert products */
 
 /* One expert of a MoE layer over the rows routed to it (or the shared
  * experts over all rows): inputs x (cnt, d), gate and up outputs g, u

@@ -249,16 +249,14 @@ void ds_matmul_prepare(void *qx, const float *x, int64_t ldx, enum ds_type wt, i
         ds_quantize_vec(vt, x + t * ldx, (unsigned char *)qx + (size_t)t * qrow, K);
 }
 
-/* rows n0..n1 of y = qx . w^T, each weight row dotted with all T rows of qx
- * while it is in cache */
+/* rows n0..n1 of y = qx . w^T: one 2-D tile product (weight rows x all T
+ * rows of qx; y[t][n] is out[r = n - n0][c = t]) */
 static void quant_rows(float *y, int64_t ldy, const void *qx, const void *w, enum ds_type wt,
                        int64_t T, int64_t n0, int64_t n1, int64_t K)
 {
     size_t qrow = ds_matmul_qx_row(wt, K), wrow = ds_kernel_row_bytes(wt, K);
-    for (int64_t n = n0; n < n1; n++) {
-        const void *wr = (const unsigned char *)w + (size_t)n * wrow;
-        ds_quant_dot_rows(wt, wr, qx, qrow, T, K, y + n, ldy);
-    }
+    ds_quant_dot_tile(wt, (const unsigned char *)w + (size_t)n0 * wrow, wrow, n1 - n0, qx, qrow,
+                      T, K, y + n0, 1, ldy);
 }
 
 /* ---- matmul ----------------------------------------------------------------------- */
@@ -269,6 +267,9 @@ static void quant_rows(float *y, int64_t ldy, const void *qx, const void *w, enu
  * added pairwise at the end, so the compiler can use vector registers without
  * reassociating a sum; the plain-C fallback computes the very same sums. */
 #define MM_NB 4
+/* Rows per parallel work item of a block-quantized product with T > 1: the
+ * tile kernel repacks the activations once per item. */
+#define MM_QNB 64
 #define MM_KC 512
 #define MM_L 8
 
@@ -408,7 +409,8 @@ void ds_matmul_scaled(float *y, int64_t ldy, const float *x, int64_t ldx, const 
                       enum ds_type wt, const float *scale, int64_t block, int64_t T, int64_t N,
                       int64_t K)
 {
-    int64_t nblk = (N + MM_NB - 1) / MM_NB;
+    const int64_t nbr = ds_quant_supported(wt) && T > 1 ? MM_QNB : MM_NB;
+    int64_t nblk = (N + nbr - 1) / nbr;
     double work = (double)T * (double)N * (double)K;
     unsigned char *qx = NULL;
     (void)work;
@@ -424,9 +426,9 @@ void ds_matmul_scaled(float *y, int64_t ldy, const float *x, int64_t ldx, const 
     }
     DS_OMP(omp parallel for schedule(static) if (work >= PAR_WORK))
     for (int64_t b = 0; b < nblk; b++) {
-        int64_t n0 = b * MM_NB;
+        int64_t n0 = b * nbr;
         ds_matmul_rows(y, ldy, x, ldx, qx, w, wt, scale, block, T, n0,
-                       N - n0 < MM_NB ? N : n0 + MM_NB, K);
+                       N - n0 < nbr ? N : n0 + nbr, K);
     }
     free(qx);
 }

@@ -14,6 +14,7 @@
 #define DS_QUANT_IMPL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -41,6 +42,12 @@ struct ds_qtype {
 /* The table entry of t, or NULL when the file does not handle t. */
 const struct ds_qtype *ds_qtype_legacy(enum ds_type t);
 const struct ds_qtype *ds_qtype_k(enum ds_type t);
+
+/* 2-D tiled dot products of the 32-element types (ds_quant_dot_tile's
+ * contract, strides in bytes for w and qx, in floats for out): false, and
+ * nothing written, when t has no tile kernel at the level in effect. */
+bool ds_dot_tile_legacy(enum ds_type t, const void *w, size_t ws, int64_t nr, const void *qx,
+                        size_t qs, int64_t na, int64_t n, float *out, int64_t ors, int64_t ocs);
 
 /* Activation quantizers, as llama.cpp's quantize_row_q8_0 / q8_1 / q8_K:
  * x (n) -> dst (row of Q8_0 / Q8_1 / Q8_K). */

@@ -40,12 +40,15 @@
  * dequantization, dot products (integer sums in SIMD, then the block scales
  * in ggml's order), quantization without imatrix, and IQ4_NL quantization with
  * or without (eight blocks at a time, one per lane). The imatrix searches of
- * the other types are scalar only.
+ * the other types are scalar only. For matrix products the AVX-512 level also
+ * has 2-D register tiles, 8 weight rows x 8 activation rows
+ * (ds_quant_dot_tile; see "2-D tiles" below), bit-exact with the single dot.
  */
 #include <assert.h>
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -1793,6 +1796,272 @@ DOT_ROWS8_AVX512(q8_0, Q8_0_BYTES, Q8_0_BYTES, 2, biased_q8(b), 128,
 DOT_ROWS8_AVX512(iq4_nl, IQ4_NL_BYTES, Q8_0_BYTES, 2, biased_iq4(b + 2), 128,
                  vsum = VADD(vsum, VMUL(VMUL(vdy, vdx), vs)))
 
+
+/*
+ * 2-D tiles: TILE_R weight rows x TILE_C (8) activation rows per register
+ * block, for the 32-element types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL).
+ *
+ * Lanes are activation rows. A tile's activation blocks are repacked once
+ * per call (struct tile_blk): vector g holds bytes 4g..4g+3 of the block of
+ * each of the 8 rows, as unsigned bytes y + 128. A weight row's block is
+ * unpacked once per K chunk to its 32 signed quants (struct tile_w), and its
+ * dword g broadcast to all lanes: one vpdpbusd multiplies it with the 8
+ * activation rows, so each loaded weight block serves 8 activation rows and
+ * each loaded activation vector TILE_R weight rows, and no horizontal sums
+ * are needed. After the 8 dwords lane c holds sum (y_c + 128) w =
+ * sum y_c w + 128 sum w; the accumulator starts at -128 sum w (computed once
+ * per weight block), so it ends at the block's integer sum. With fewer than
+ * 8 activation rows in all (an expert's few tokens) lane 7 is spare: it
+ * gets y = 0 and so ends at 128 sum w, which is subtracted from every lane
+ * instead (no separate pass over the weights for the sums).
+ *
+ * Why this is bit for bit the single kernel: the integer sums are exact (no
+ * saturating instruction, |sum| < 2^21), and each lane then takes the single
+ * kernel's float step for its output, block after block in order, with the
+ * same operations on the same operands (no FMA): sumf += (float)si * (dx *
+ * dy) for Q8_0, Q5_0 and IQ4_NL (IEEE products commute, so dy * dx == dx *
+ * dy), sumf += ((float)si * dx) * dy for Q4_0, sumf += (dx * dy) * si +
+ * mx * sy for Q4_1 and Q5_1 (sy: Q8_1's stored d * sum(q)). K is cut into
+ * chunks of TILE_KB blocks; between chunks a partial sum waits in out, a
+ * float stored and reloaded unchanged.
+ */
+#define TILE_C 8   /* activation rows per tile: the int32 lanes of a ymm */
+#define TILE_R 8   /* weight rows per register block */
+#define TILE_KB 64 /* blocks per K chunk */
+#define TILE_TG 16 /* tiles repacked together (128 activation rows) */
+
+/* One block of a tile of 8 activation rows: a[g] dword g of each row's
+ * quants + 128 (lane c: row c), dy the rows' scales, sy (Q8_1 only) their
+ * d * sum(q). */
+struct tile_blk {
+    uint8_t a[8][32];
+    float dy[8];
+    float sy[8];
+};
+
+/* TILE_R weight rows over one K chunk: q signed quants, ncorr -128 * their
+ * sum, d the scales, m the mins (Q4_1, Q5_1), per block. */
+struct tile_w {
+    uint8_t q[TILE_R][TILE_KB][32];
+    int32_t ncorr[TILE_R][TILE_KB];
+    float d[TILE_R][TILE_KB];
+    float m[TILE_R][TILE_KB];
+};
+
+/* Blocks j0 .. j0+nj-1 of the 8 activation rows yc (Q8_0, or Q8_1 when q81)
+ * -> dst (nj): an 8 x 8 dword transpose per block; spare: lane 7 is y = 0. */
+DS_AVX512 static void tile_pack(struct tile_blk *dst, const uint8_t *const *yc, int64_t j0,
+                                int64_t nj, bool q81, bool spare)
+{
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+    const size_t yb = q81 ? Q8_1_BYTES : Q8_0_BYTES, yq = q81 ? 4 : 2;
+    for (int64_t j = 0; j < nj; j++, dst++) {
+        const size_t o = (size_t)(j0 + j) * yb;
+        __m256i r[8], t[8], u[8];
+        for (int c = 0; c < 8; c++)
+            r[c] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(yc[c] + o + yq)), bias);
+        // t[c], t[c+1]: dwords 0 1 | 4 5 and 2 3 | 6 7 of rows c, c+1 interleaved
+        for (int c = 0; c < 8; c += 2) {
+            t[c] = _mm256_unpacklo_epi32(r[c], r[c + 1]);
+            t[c + 1] = _mm256_unpackhi_epi32(r[c], r[c + 1]);
+        }
+        // u[c + g]: dword g | g + 4 of rows c .. c+3
+        for (int c = 0; c < 8; c += 4) {
+            u[c] = _mm256_unpacklo_epi64(t[c], t[c + 2]);
+            u[c + 1] = _mm256_unpackhi_epi64(t[c], t[c + 2]);
+            u[c + 2] = _mm256_unpacklo_epi64(t[c + 1], t[c + 3]);
+            u[c + 3] = _mm256_unpackhi_epi64(t[c + 1], t[c + 3]);
+        }
+        for (int g = 0; g < 4; g++) {
+            __m256i lo = _mm256_permute2x128_si256(u[g], u[g + 4], 0x20);
+            __m256i hi = _mm256_permute2x128_si256(u[g], u[g + 4], 0x31);
+            if (spare) {
+                lo = _mm256_blend_epi32(lo, bias, 0x80);
+                hi = _mm256_blend_epi32(hi, bias, 0x80);
+            }
+            _mm256_storeu_si256((__m256i *)dst->a[g], lo);
+            _mm256_storeu_si256((__m256i *)dst->a[g + 4], hi);
+        }
+        _mm256_storeu_ps(dst->dy, f16x8(yc, o));
+        if (q81)
+            _mm256_storeu_ps(dst->sy, f16x8(yc, o + 2));
+    }
+}
+
+enum tile_kind { TILE_Q4_0, TILE_Q4_1, TILE_Q5_0, TILE_Q5_1, TILE_Q8_0, TILE_IQ4_NL };
+
+#define TILE_Q81(k) ((k) == TILE_Q4_1 || (k) == TILE_Q5_1)
+
+/* The signed quants of the block at b, as the single kernel multiplies them. */
+DS_AVX512 static inline __attribute__((always_inline)) __m256i tile_quants(enum tile_kind k,
+                                                                           const uint8_t *b)
+{
+    switch (k) {
+    case TILE_Q4_0:
+        return _mm256_sub_epi8(unpack_nibbles(b + 2), _mm256_set1_epi8(8));
+    case TILE_Q4_1:
+        return unpack_nibbles(b + 4);
+    case TILE_Q5_0:
+        return _mm256_sub_epi8(unpack_q5(b + 2, b + 6), _mm256_set1_epi8(16));
+    case TILE_Q5_1:
+        return unpack_q5(b + 4, b + 8);
+    case TILE_IQ4_NL:
+        return iq4_values(b + 2);
+    default:
+        return load_q8(b);
+    }
+}
+
+/* Weight rows wr[0..TILE_R) (block bytes xb), blocks j0 .. j0+nj-1 -> tw
+ * (ncorr only when corr). */
+DS_AVX512 static inline __attribute__((always_inline)) void
+tile_unpack(enum tile_kind k, size_t xb, struct tile_w *tw, const uint8_t *const *wr, int64_t j0,
+            int64_t nj, bool corr)
+{
+    const __m256i u128 = _mm256_set1_epi8((char)0x80);
+    for (int r = 0; r < TILE_R; r++)
+        for (int64_t j = 0; j < nj; j += 8) {
+            __m256i s[8];
+            for (int i = 0; i < 8; i++) {
+                s[i] = _mm256_setzero_si256();
+                if (j + i < nj) {
+                    const uint8_t *b = wr[r] + (size_t)(j0 + j + i) * xb;
+                    __m256i q = tile_quants(k, b);
+                    _mm256_storeu_si256((__m256i *)tw->q[r][j + i], q);
+                    if (corr)
+                        s[i] = _mm256_dpbusd_epi32(s[i], u128, q);
+                    tw->d[r][j + i] = f16_avx(b);
+                    if (TILE_Q81(k))
+                        tw->m[r][j + i] = f16_avx(b + 2);
+                }
+            }
+            // TILE_KB is a multiple of 8: the 8 sums fit even past nj
+            if (corr)
+                _mm256_storeu_si256((__m256i *)&tw->ncorr[r][j],
+                                    _mm256_sub_epi32(_mm256_setzero_si256(), hsum8_lanes(s)));
+        }
+}
+
+/* vsum[r] (lane c) += the products of weight rows tw and the tile blk over
+ * nj blocks, each in the single kernel's float step; spare: lane 7 holds the
+ * bias instead of tw->ncorr. */
+DS_AVX512 static inline __attribute__((always_inline)) void
+tile_block(enum tile_kind k, __m256 *vsum, const struct tile_w *tw, const struct tile_blk *blk,
+           int64_t nj, bool spare)
+{
+    for (int64_t j = 0; j < nj; j++, blk++) {
+        __m256i acc[TILE_R];
+#pragma GCC unroll 8
+        for (int r = 0; r < TILE_R; r++)
+            acc[r] = spare ? _mm256_setzero_si256() : _mm256_set1_epi32(tw->ncorr[r][j]);
+        // rows inner: TILE_R independent chains of vpdpbusd
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; g++) {
+            const __m256i a = _mm256_loadu_si256((const __m256i *)blk->a[g]);
+#pragma GCC unroll 8
+            for (int r = 0; r < TILE_R; r++) {
+                int32_t wd;
+                memcpy(&wd, tw->q[r][j] + 4 * g, sizeof(wd));
+                acc[r] = _mm256_dpbusd_epi32(acc[r], a, _mm256_set1_epi32(wd));
+            }
+        }
+        const __m256 vdy = _mm256_loadu_ps(blk->dy);
+#pragma GCC unroll 8
+        for (int r = 0; r < TILE_R; r++) {
+            if (spare)
+                acc[r] = _mm256_sub_epi32(
+                    acc[r], _mm256_permutevar8x32_epi32(acc[r], _mm256_set1_epi32(7)));
+            const __m256 vs = _mm256_cvtepi32_ps(acc[r]), vdx = _mm256_set1_ps(tw->d[r][j]);
+            if (k == TILE_Q4_0)
+                vsum[r] = VADD(vsum[r], VMUL(VMUL(vs, vdx), vdy));
+            else if (TILE_Q81(k))
+                vsum[r] = VADD(vsum[r], VADD(VMUL(VMUL(vdx, vdy), vs),
+                                             VMUL(_mm256_set1_ps(tw->m[r][j]),
+                                                  _mm256_loadu_ps(blk->sy))));
+            else
+                vsum[r] = VADD(vsum[r], VMUL(vs, VMUL(vdx, vdy)));
+        }
+    }
+}
+
+/* w (nr rows of type k, row stride ws bytes) x qx (na Q8_0 or Q8_1 rows,
+ * stride qs)
+ * -> out[r * ors + c * ocs] = t##_dot(w + r * ws, qx + c * qs, n); tiles of
+ * TILE_R x 8, the last ones padded with copies of the last row. buf: room
+ * for min(TILE_TG, tiles) * min(TILE_KB, n / 32) tile blocks. */
+DS_AVX512 static inline __attribute__((always_inline)) void
+tile_run(enum tile_kind k, size_t xb, struct tile_blk *buf, const uint8_t *w, size_t ws,
+         int64_t nr, const uint8_t *qx, size_t qs, int64_t na, int64_t n, float *out,
+         int64_t ors, int64_t ocs)
+{
+    const int64_t nb = n / QK, ntiles = (na + TILE_C - 1) / TILE_C;
+    const bool spare = na < TILE_C;
+    struct tile_w tw;
+    for (int64_t j0 = 0; j0 < nb; j0 += TILE_KB) {
+        const int64_t nj = nb - j0 < TILE_KB ? nb - j0 : TILE_KB;
+        for (int64_t t0 = 0; t0 < ntiles; t0 += TILE_TG) {
+            const int64_t nt = ntiles - t0 < TILE_TG ? ntiles - t0 : TILE_TG;
+            for (int64_t t = 0; t < nt; t++) {
+                const int64_t c0 = (t0 + t) * TILE_C;
+                const uint8_t *yc[8];
+                for (int64_t c = 0; c < TILE_C; c++)
+                    yc[c] = qx + (size_t)(c0 + c < na ? c0 + c : na - 1) * qs;
+                tile_pack(buf + t * nj, yc, j0, nj, TILE_Q81(k), spare);
+            }
+            for (int64_t r0 = 0; r0 < nr; r0 += TILE_R) {
+                const int64_t nrr = nr - r0 < TILE_R ? nr - r0 : TILE_R;
+                const uint8_t *wr[TILE_R];
+                for (int64_t r = 0; r < TILE_R; r++)
+                    wr[r] = w + (size_t)(r0 + (r < nrr ? r : nrr - 1)) * ws;
+                tile_unpack(k, xb, &tw, wr, j0, nj, !spare);
+                // the next rows stream in from memory while these compute
+                for (int64_t r = r0 + TILE_R; r < r0 + 2 * TILE_R && r < nr; r++)
+                    for (size_t o = 0; o < (size_t)nj * xb; o += 64)
+                        _mm_prefetch((const char *)w + (size_t)r * ws + (size_t)j0 * xb + o,
+                                     _MM_HINT_T0);
+                for (int64_t t = 0; t < nt; t++) {
+                    const int64_t c0 = (t0 + t) * TILE_C;
+                    const int64_t nc = na - c0 < TILE_C ? na - c0 : TILE_C;
+                    float *o = out + r0 * ors + c0 * ocs;
+                    float s[TILE_C];
+                    __m256 vsum[TILE_R];
+                    for (int64_t r = 0; r < TILE_R; r++) {
+                        memset(s, 0, sizeof(s));
+                        for (int64_t c = 0; j0 > 0 && r < nrr && c < nc; c++)
+                            s[c] = o[r * ors + c * ocs];
+                        vsum[r] = _mm256_loadu_ps(s);
+                    }
+                    if (spare)
+                        tile_block(k, vsum, &tw, buf + t * nj, nj, true);
+                    else
+                        tile_block(k, vsum, &tw, buf + t * nj, nj, false);
+                    for (int64_t r = 0; r < nrr; r++) {
+                        _mm256_storeu_ps(s, vsum[r]);
+                        for (int64_t c = 0; c < nc; c++)
+                            o[r * ors + c * ocs] = s[c];
+                    }
+                }
+            }
+        }
+    }
+}
+
+#define DOT_TILE_AVX512(t, XB, KIND)                                                        \
+    DS_AVX512 static void t##_dot_tile_avx512(struct tile_blk *buf, const void *w,          \
+                                              size_t ws, int64_t nr, const void *qx,        \
+                                              size_t qs, int64_t na, int64_t n, float *out, \
+                                              int64_t ors, int64_t ocs)                     \
+    {                                                                                       \
+        tile_run(KIND, XB, buf, w, ws, nr, qx, qs, na, n, out, ors, ocs);                   \
+    }
+
+DOT_TILE_AVX512(q4_0, Q4_0_BYTES, TILE_Q4_0)
+DOT_TILE_AVX512(q4_1, Q4_1_BYTES, TILE_Q4_1)
+DOT_TILE_AVX512(q5_0, Q5_0_BYTES, TILE_Q5_0)
+DOT_TILE_AVX512(q5_1, Q5_1_BYTES, TILE_Q5_1)
+DOT_TILE_AVX512(q8_0, Q8_0_BYTES, TILE_Q8_0)
+DOT_TILE_AVX512(iq4_nl, IQ4_NL_BYTES, TILE_IQ4_NL)
+
 #endif /* DS_QL_X86 */
 
 /* ======================================================================== */
@@ -1900,6 +2169,54 @@ static float iq4_nl_dot(const void *row, const void *qx, int64_t n)
 }
 
 DOT_ROWS_DISPATCH(iq4_nl)
+
+/* The 2-D tile of t at the level in effect (ds_quant_dot_tile): false when
+ * there is none (the caller then dots row by row). */
+bool ds_dot_tile_legacy(enum ds_type t, const void *w, size_t ws, int64_t nr, const void *qx,
+                        size_t qs, int64_t na, int64_t n, float *out, int64_t ors, int64_t ocs)
+{
+#if DS_QL_X86
+    void (*f)(struct tile_blk *, const void *, size_t, int64_t, const void *, size_t, int64_t,
+              int64_t, float *, int64_t, int64_t);
+    const int64_t nb = n / QK, ntiles = (na + TILE_C - 1) / TILE_C;
+    if (ds_simd_level() < 2 || nb <= 0 || nr <= 0 || na < 2)
+        return false;
+    switch (t) {
+    case DS_TYPE_Q4_0:
+        f = q4_0_dot_tile_avx512;
+        break;
+    case DS_TYPE_Q4_1:
+        f = q4_1_dot_tile_avx512;
+        break;
+    case DS_TYPE_Q5_0:
+        f = q5_0_dot_tile_avx512;
+        break;
+    case DS_TYPE_Q5_1:
+        f = q5_1_dot_tile_avx512;
+        break;
+    case DS_TYPE_Q8_0:
+        f = q8_0_dot_tile_avx512;
+        break;
+    case DS_TYPE_IQ4_NL:
+        f = iq4_nl_dot_tile_avx512;
+        break;
+    default:
+        return false;
+    }
+    // the repacked activations of up to TILE_TG tiles over one K chunk
+    size_t nblk =
+        (size_t)(ntiles < TILE_TG ? ntiles : TILE_TG) * (size_t)(nb < TILE_KB ? nb : TILE_KB);
+    void *mem = malloc(nblk * sizeof(struct tile_blk) + 32);
+    if (!mem)
+        return false;
+    f((struct tile_blk *)(((uintptr_t)mem + 31) & ~(uintptr_t)31), w, ws, nr, qx, qs, na, n, out,
+      ors, ocs);
+    free(mem);
+    return true;
+#else
+    return false;
+#endif
+}
 
 #define ENTRY(T, t, VT, quantize)                                                      \
     {DS_TYPE_##T, DS_TYPE_##VT, quantize, t##_quantize_ref, t##_dequantize,            \

@@ -1,5 +1,6 @@
-/* test_quant_rows.c - batched dot products (ds_quant_dot_rows) against the
- * single ones, bit for bit, for every block type at every SIMD level. */
+/* test_quant_rows.c - batched dot products (ds_quant_dot_rows and the 2-D
+ * ds_quant_dot_tile) against the single ones, bit for bit, for every block
+ * type at every SIMD level. */
 #include <stdint.h>
 #include <string.h>
 
@@ -80,6 +81,70 @@ TEST(rows_vs_single)
     }
 }
 
+/* nr weight rows x na activation rows of n elements into out (nr, na)
+ * transposed with gaps (out[r + c * (nr + 1)], as ds_matmul_rows lays y
+ * out): every output equals the single dot product of this level and the
+ * scalar reference bit for bit, the gaps are left alone. */
+static void check_tile(enum ds_type t, int64_t n, int64_t nr, int64_t na)
+{
+    enum ds_type vt = ds_quant_vec_type(t);
+    size_t wb = row_bytes(t, n), qb = row_bytes(vt, n), no = (size_t)((nr + 1) * na);
+    float *x = malloc((size_t)n * sizeof(float)), *out = malloc(no * sizeof(float));
+    float *ref = malloc(no * sizeof(float));
+    uint8_t *w = malloc(wb * (size_t)nr), *qx = malloc(qb * (size_t)na);
+    ASSERT(x && out && ref && w && qx);
+    for (int64_t r = 0; r < nr; r++) {
+        fill(x, n);
+        ASSERT(ds_quantize_row(t, x, w + (size_t)r * wb, n, NULL) == DS_OK);
+    }
+    for (int64_t c = 0; c < na; c++) {
+        fill(x, n);
+        ASSERT(ds_quantize_vec(vt, x, qx + (size_t)c * qb, n) == DS_OK);
+    }
+    for (size_t i = 0; i < no; i++)
+        out[i] = ref[i] = -1.0f;
+    ds_quant_dot_tile(t, w, wb, nr, qx, qb, na, n, out, 1, nr + 1);
+    ds_quant_dot_tile_ref(t, w, wb, nr, qx, qb, na, n, ref, 1, nr + 1);
+    for (int64_t r = 0; r < nr; r++)
+        for (int64_t c = 0; c < na; c++) {
+            const uint8_t *wr = w + (size_t)r * wb, *qc = qx + (size_t)c * qb;
+            float one = ds_quant_dot(t, wr, qc, n), rone = ds_quant_dot_ref(t, wr, qc, n);
+            size_t i = (size_t)(r + c * (nr + 1));
+            ASSERT_MSG(!memcmp(&out[i], &one, sizeof(one)) && !memcmp(&ref[i], &rone, sizeof(rone)),
+                       "%s n %lld row %lld/%lld act %lld/%lld: tile %.9g ref tile %.9g dot %.9g "
+                       "ref %.9g",
+                       ds_type_name(t), (long long)n, (long long)r, (long long)nr, (long long)c,
+                       (long long)na, out[i], ref[i], one, rone);
+        }
+    for (int64_t c = 0; c < na; c++)
+        ASSERT(out[nr + c * (nr + 1)] == -1.0f && ref[nr + c * (nr + 1)] == -1.0f);
+    free(x);
+    free(out);
+    free(ref);
+    free(w);
+    free(qx);
+}
+
+TEST(tile_vs_single)
+{
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        enum ds_type t = types[i];
+        int64_t b = ds_type_block_size(t);
+        /* block counts below, at and past the tile's 8-block groups and its
+         * 64-block K chunks; row and activation counts that leave partial
+         * tiles (8 x 8) and more than one group of 16 activation tiles */
+        const int64_t nbs[] = {1, 3, 13, 70};
+        const int64_t nrs[] = {1, 7, 9, 17};
+        const int64_t nas[] = {1, 2, 7, 9, 16};
+        for (size_t k = 0; k < sizeof(nbs) / sizeof(nbs[0]); k++)
+            for (size_t r = 0; r < sizeof(nrs) / sizeof(nrs[0]); r++)
+                for (size_t a = 0; a < sizeof(nas) / sizeof(nas[0]); a++)
+                    if (nbs[k] * b <= 4096 || (nrs[r] == 9 && nas[a] == 9))
+                        check_tile(t, nbs[k] * b, nrs[r], nas[a]);
+        check_tile(t, 3 * b, 3, 131);
+    }
+}
+
 TEST(zero_rows)
 {
     float out = 7.0f;
@@ -87,6 +152,9 @@ TEST(zero_rows)
     memset(w, 0, sizeof(w));
     memset(qx, 0, sizeof(qx));
     ds_quant_dot_rows(DS_TYPE_Q8_0, w, qx, 34, 0, 32, &out, 1);
+    ASSERT(out == 7.0f);
+    ds_quant_dot_tile(DS_TYPE_Q8_0, w, 34, 0, qx, 34, 4, 32, &out, 1, 1);
+    ds_quant_dot_tile(DS_TYPE_Q8_0, w, 34, 4, qx, 34, 0, 32, &out, 1, 1);
     ASSERT(out == 7.0f);
 }
 
@@ -100,6 +168,7 @@ int main(void)
         }
         fprintf(stderr, "     simd level: %s\n", ds_quant_simd());
         RUN(rows_vs_single);
+        RUN(tile_vs_single);
     }
     ds_simd_set_level(-1);
     RUN(zero_rows);
