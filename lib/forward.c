@@ -43,7 +43,11 @@
 #define UBATCH 64   /* tokens per chunk of a batched forward */
 #define HEAD_BLOCK 8 /* heads per attention work item */
 #define RING (2 * UBATCH) /* positions of final hidden states kept for the MTP module */
-#define ROW_BLOCK 64 /* weight rows per work item of the fused expert products */
+/* Weight rows per work item of the fused expert products: 64 for an expert
+ * with several tokens (the 2-D tiles work best on tall items), 32 with one
+ * (decode: finer items balance the threads better). */
+#define ROW_BLOCK 64
+#define ROW_BLOCK_1 32
 
 /* One expert of a MoE layer over the rows routed to it (or the shared
  * experts over all rows): inputs x (cnt, d), gate and up outputs g, u
@@ -238,7 +242,8 @@ ds_err ds_ctx_new_ex(const struct ds_model *m, int64_t n_ctx, const struct ds_ct
     if (E > 0) {
         int64_t Ie = hp->moe_intermediate_size, Is = hp->n_shared_experts * Ie;
         int64_t mi = Is > Ie ? Is : Ie, nrows = ub * (k + 1);
-        int64_t per = 2 * ((mi + ROW_BLOCK - 1) / ROW_BLOCK), down = (d + ROW_BLOCK - 1) / ROW_BLOCK;
+        int64_t per = 2 * ((mi + ROW_BLOCK_1 - 1) / ROW_BLOCK_1),
+                down = (d + ROW_BLOCK_1 - 1) / ROW_BLOCK_1;
         DS_CHECK(alloc_f(&c->eg, ub, Is + k * Ie));
         DS_CHECK(alloc_f(&c->eu, ub, Is + k * Ie));
         c->eq = ds_malloc((size_t)nrows * (qrow_max(d) + qrow_max(mi)) + 1);
@@ -574,10 +579,11 @@ static int64_t make_items(struct ds_ctx *c, int64_t ns, int w0, int nw, bool dow
     int64_t n = 0;
     for (int64_t s = 0; s < ns; s++) {
         int64_t N = down ? c->m->hp.hidden_size : c->slots[s].I;
+        int64_t rb = c->slots[s].cnt > 1 ? ROW_BLOCK : ROW_BLOCK_1;
         for (int w = w0; w < w0 + nw; w++)
-            for (int64_t r = 0; r < N; r += ROW_BLOCK)
-                c->items[n++] = (struct eitem){(int32_t)s, w, (int32_t)r,
-                                               (int32_t)(N - r < ROW_BLOCK ? N : r + ROW_BLOCK)};
+            for (int64_t r = 0; r < N; r += rb)
+                c->items[n++] =
+                    (struct eitem){(int32_t)s, w, (int32_t)r, (int32_t)(N - r < rb ? N : r + rb)};
     }
     return n;
 }
