@@ -2302,8 +2302,8 @@ QK_VBMI static inline void qk4_unpack_vbmi(const uint8_t *qs, const uint8_t *qh,
 
 /* Block b of the weight row against activation block y: the 8 lanes added to
  * *sums (times d y.d), the mins' term subtracted from *sumf. */
-QK_VBMI static inline void qk4_acc_vbmi(const struct qk4_vbmi *b, uint16_t d, uint16_t dmin,
-                                        const struct blk_q8_k *y, __m256 *sums, float *sumf)
+/* The 8 integer lanes of block b against activation block y. */
+QK_VBMI static inline __m256i qk4_lanes_vbmi(const struct qk4_vbmi *b, const struct blk_q8_k *y)
 {
     const __m512i pair = _mm512_loadu_si512(lane_dwords[0]);
     __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0;
@@ -2314,17 +2314,23 @@ QK_VBMI static inline void qk4_acc_vbmi(const struct qk4_vbmi *b, uint16_t d, ui
         acc1 = _mm512_dpwssd_epi32(acc1, _mm512_maddubs_epi16(b->w[t + 1], a1), b->s[t + 1]);
     }
     const __m512i acc = _mm512_add_epi32(acc0, acc1);
-    const __m256i lanes =
-        _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+}
+
+/* Block b of the weight row against activation block y: the 8 lanes added to
+ * *sums (times d y.d), the mins' term subtracted from *sumf. */
+QK_VBMI static inline void qk4_acc_vbmi(const struct qk4_vbmi *b, uint16_t d, uint16_t dmin,
+                                        const struct blk_q8_k *y, __m256 *sums, float *sumf)
+{
     const int sumi = hsum_epi32(_mm256_madd_epi16(load256(y->bsums), b->mn16));
-    *sums = acc_lanes(*sums, h2f_f16c(d) * y->d, lanes);
+    *sums = acc_lanes(*sums, h2f_f16c(d) * y->d, qk4_lanes_vbmi(b, y));
     const float dm = h2f_f16c(dmin) * y->d;
     *sumf -= dm * sumi;
 }
 
 /* Block i of a Q4_K (q5 false) or Q5_K row, unpacked; *d, *dmin its scales. */
-QK_VBMI QK_FLAT static inline void qk4_block_vbmi(const void *row, bool q5, int64_t i, struct qk4_vbmi *b,
-                                          uint16_t *d, uint16_t *dmin)
+QK_VBMI QK_FLAT static inline void qk4_block_vbmi(const void *row, bool q5, int64_t i,
+                                                  struct qk4_vbmi *b, uint16_t *d, uint16_t *dmin)
 {
     if (q5) {
         const struct blk_q5_k *x = (const struct blk_q5_k *)row + i;
@@ -2351,16 +2357,55 @@ QK_VBMI QK_FLAT static inline float qk4_dot_vbmi(const void *row, bool q5, const
     return add_in_order(sumf, sums);
 }
 
-QK_VBMI QK_FLAT static inline void qk4_dot_rows_vbmi(const void *row, bool q5, const void *qx, size_t ys,
-                                             int64_t na, int64_t n, float *out, int64_t os)
+/* out[c * os] for the 4 activation rows y[c]: each row's 8 float lanes in
+ * its own register, and the mins' term of the 4 rows in the lanes of one
+ * vector (the scalar kernel's operations, elementwise). */
+QK_VBMI QK_FLAT static inline void qk4_rows4_vbmi(const void *row, bool q5,
+                                                  const struct blk_q8_k *const *y, int64_t nb,
+                                                  float *out, int64_t os)
 {
-    ROWS_LOOP
-    struct qk4_vbmi b;
-    uint16_t d, dmin;
-    qk4_block_vbmi(row, q5, i, &b, &d, &dmin);
-    for (int c = 0; c < nc; c++)
-        qk4_acc_vbmi(&b, d, dmin, yc[c] + i, &sums[c], &sumf[c]);
-    ROWS_END
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    __m128 sumf = _mm_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        struct qk4_vbmi b;
+        uint16_t d, dmin;
+        qk4_block_vbmi(row, q5, i, &b, &d, &dmin);
+        const __m256i m0 = _mm256_madd_epi16(load256(y[0][i].bsums), b.mn16);
+        const __m256i m1 = _mm256_madd_epi16(load256(y[1][i].bsums), b.mn16);
+        const __m256i m2 = _mm256_madd_epi16(load256(y[2][i].bsums), b.mn16);
+        const __m256i m3 = _mm256_madd_epi16(load256(y[3][i].bsums), b.mn16);
+        const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(m0, m1), _mm256_hadd_epi32(m2, m3));
+        const __m128i sumi = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        const float dw = h2f_f16c(d);
+        s0 = acc_lanes(s0, dw * y[0][i].d, qk4_lanes_vbmi(&b, &y[0][i]));
+        s1 = acc_lanes(s1, dw * y[1][i].d, qk4_lanes_vbmi(&b, &y[1][i]));
+        s2 = acc_lanes(s2, dw * y[2][i].d, qk4_lanes_vbmi(&b, &y[2][i]));
+        s3 = acc_lanes(s3, dw * y[3][i].d, qk4_lanes_vbmi(&b, &y[3][i]));
+        const __m128 yd = _mm_setr_ps(y[0][i].d, y[1][i].d, y[2][i].d, y[3][i].d);
+        const __m128 dm = _mm_mul_ps(_mm_set1_ps(h2f_f16c(dmin)), yd);
+        sumf = _mm_sub_ps(sumf, _mm_mul_ps(dm, _mm_cvtepi32_ps(sumi)));
+    }
+    float sf[4];
+    _mm_storeu_ps(sf, sumf);
+    out[0] = add_in_order(sf[0], s0);
+    out[os] = add_in_order(sf[1], s1);
+    out[2 * os] = add_in_order(sf[2], s2);
+    out[3 * os] = add_in_order(sf[3], s3);
+}
+
+QK_VBMI QK_FLAT static inline void qk4_dot_rows_vbmi(const void *row, bool q5, const void *qx,
+                                                     size_t ys, int64_t na, int64_t n, float *out,
+                                                     int64_t os)
+{
+    int64_t c0 = 0;
+    for (; c0 + 4 <= na; c0 += 4) {
+        const struct blk_q8_k *y[4];
+        for (int c = 0; c < 4; c++)
+            y[c] = (const struct blk_q8_k *)((const uint8_t *)qx + (size_t)(c0 + c) * ys);
+        qk4_rows4_vbmi(row, q5, y, n / QK_K, out + c0 * os, os);
+    }
+    for (; c0 < na; c0++)
+        out[c0 * os] = qk4_dot_vbmi(row, q5, (const uint8_t *)qx + (size_t)c0 * ys, n);
 }
 
 QK_VBMI static float q4k_dot_vbmi(const void *row, const void *qx, int64_t n)
