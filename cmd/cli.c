@@ -96,10 +96,6 @@ void ds_cli_init(struct ds_cli *c, int argc, char **argv)
     c->output = NULL;
     c->force = false;
     c->progress = -1;
-    /* OpenMP threads sleep between parallel loops instead of spinning: the
-     * tools interleave short parallel kernels with serial I/O, which spinning
-     * threads slow down on small machines. The user's setting wins. */
-    setenv("OMP_WAIT_POLICY", "passive", 0);
     atexit(on_exit_cleanup);
     catch_signal(SIGINT);
     catch_signal(SIGTERM);
