@@ -138,6 +138,12 @@ void ds_quant_dot_tile(enum ds_type t, const void *w, size_t w_stride, int64_t n
 {
     if (ds_dot_tile_legacy(t, w, w_stride, nr, qx, qx_stride, na, n, out, out_rs, out_cs))
         return;
+    const struct ds_qtype *q = qtype(t);
+    if (q && na == 1) { // decode: the single kernel, looked up once for all rows
+        for (int64_t r = 0; r < nr; r++)
+            out[r * out_rs] = q->dot((const unsigned char *)w + (size_t)r * w_stride, qx, n);
+        return;
+    }
     for (int64_t r = 0; r < nr; r++)
         ds_quant_dot_rows(t, (const unsigned char *)w + (size_t)r * w_stride, qx, qx_stride, na,
                           n, out + r * out_rs, out_cs);
