@@ -33,6 +33,23 @@ static void fill(float *x, int64_t n)
         x[i] = urand() * (i % 97 == 5 ? 40.0f : 1.0f);
 }
 
+/* nr random weight rows of type t and na activation rows of its vector type,
+ * n elements each, quantized into w and qx (x: n floats of scratch). */
+static void make_operands(enum ds_type t, int64_t n, uint8_t *w, int64_t nr, uint8_t *qx,
+                          int64_t na, float *x)
+{
+    enum ds_type vt = ds_quant_vec_type(t);
+    size_t wb = row_bytes(t, n), qb = row_bytes(vt, n);
+    for (int64_t r = 0; r < nr; r++) {
+        fill(x, n);
+        ASSERT(ds_quantize_row(t, x, w + (size_t)r * wb, n, NULL) == DS_OK);
+    }
+    for (int64_t c = 0; c < na; c++) {
+        fill(x, n);
+        ASSERT(ds_quantize_vec(vt, x, qx + (size_t)c * qb, n) == DS_OK);
+    }
+}
+
 /* na activation rows, out stride 3: every output equals the single dot
  * product of this level and the scalar reference, bit for bit; the gaps of
  * out are left alone. */
@@ -43,12 +60,7 @@ static void check_type(enum ds_type t, int64_t n, int64_t na)
     float *x = malloc((size_t)n * sizeof(float)), out[3 * 16], ref[3 * 16];
     uint8_t *w = malloc(wb), *qx = malloc(qb * (size_t)na);
     ASSERT(x && w && qx && na <= 16);
-    fill(x, n);
-    ASSERT(ds_quantize_row(t, x, w, n, NULL) == DS_OK);
-    for (int64_t c = 0; c < na; c++) {
-        fill(x, n);
-        ASSERT(ds_quantize_vec(vt, x, qx + (size_t)c * qb, n) == DS_OK);
-    }
+    make_operands(t, n, w, 1, qx, na, x);
     for (int i = 0; i < 3 * 16; i++)
         out[i] = ref[i] = -1.0f;
     ds_quant_dot_rows(t, w, qx, qb, na, n, out, 3);
@@ -93,14 +105,7 @@ static void check_tile(enum ds_type t, int64_t n, int64_t nr, int64_t na)
     float *ref = malloc(no * sizeof(float));
     uint8_t *w = malloc(wb * (size_t)nr), *qx = malloc(qb * (size_t)na);
     ASSERT(x && out && ref && w && qx);
-    for (int64_t r = 0; r < nr; r++) {
-        fill(x, n);
-        ASSERT(ds_quantize_row(t, x, w + (size_t)r * wb, n, NULL) == DS_OK);
-    }
-    for (int64_t c = 0; c < na; c++) {
-        fill(x, n);
-        ASSERT(ds_quantize_vec(vt, x, qx + (size_t)c * qb, n) == DS_OK);
-    }
+    make_operands(t, n, w, nr, qx, na, x);
     for (size_t i = 0; i < no; i++)
         out[i] = ref[i] = -1.0f;
     ds_quant_dot_tile(t, w, wb, nr, qx, qb, na, n, out, 1, nr + 1);
