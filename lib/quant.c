@@ -260,40 +260,32 @@ static int cpu_level(void)
     return l;
 }
 
-static int simd_level = -1;
+int ds_simd_level_now = -1;
+int ds_simd_vbmi_now = -1;
 
-int ds_simd_level(void)
+/* Puts level l (at most the CPU's) in effect. */
+static int use_level(int l)
 {
-    if (simd_level < 0) {
-        int l = cpu_level();
-        const char *cap = getenv("DS_SIMD");
-        if (cap && !strcmp(cap, "scalar"))
-            l = 0;
-        else if (cap && !strcmp(cap, "avx2") && l > 1)
-            l = 1;
-        simd_level = l;
-    }
-    return simd_level;
+    int cpu = cpu_level(), vbmi = 0;
+    if (l > cpu)
+        l = cpu;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    vbmi = l >= 2 && __builtin_cpu_supports("avx512vbmi");
+#endif
+    ds_simd_vbmi_now = vbmi;
+    ds_simd_level_now = l;
+    return l;
+}
+
+int ds_simd_level_init(void)
+{
+    const char *cap = getenv("DS_SIMD");
+    return use_level(cap && !strcmp(cap, "scalar") ? 0 : cap && !strcmp(cap, "avx2") ? 1 : 2);
 }
 
 int ds_simd_set_level(int level)
 {
-    int cpu = cpu_level();
-    simd_level = level < 0 ? -1 : level < cpu ? level : cpu;
-    return ds_simd_level();
-}
-
-bool ds_simd_vbmi(void)
-{
-    static int vbmi = -1;
-    if (vbmi < 0) {
-        vbmi = 0;
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-        __builtin_cpu_init();
-        vbmi = __builtin_cpu_supports("avx512vbmi") ? 1 : 0;
-#endif
-    }
-    return vbmi && ds_simd_level() >= 2;
+    return level < 0 ? ds_simd_level_init() : use_level(level);
 }
 
 const char *ds_quant_simd(void)

@@ -77,14 +77,23 @@ static inline int ds_nearest_int(float f)
 float ds_quant_search_sym(int n, int nmax, const float *x, int8_t *L, const float *w);
 
 /* Run-time SIMD level: 0 scalar, 1 AVX2(+FMA+F16C), 2 AVX-512 (F, BW, VL,
- * VNNI); capped by DS_SIMD=scalar|avx2|avx512 in the environment. */
-int ds_simd_level(void);
+ * VNNI); capped by DS_SIMD=scalar|avx2|avx512 in the environment. Inline:
+ * the kernels' dispatchers ask once per dot product. */
+extern int ds_simd_level_now, ds_simd_vbmi_now; /* -1: not yet known */
+int ds_simd_level_init(void);
+static inline int ds_simd_level(void)
+{
+    return ds_simd_level_now >= 0 ? ds_simd_level_now : ds_simd_level_init();
+}
 /* For tests: use at most level (0..2; capped by the CPU), or -1 for the
  * default above; returns the level now in effect. Not for use while other
  * threads run kernels. */
 int ds_simd_set_level(int level);
 /* Whether the AVX-512 kernels that need VBMI (vpermb) may run: level 2 is in
  * effect and the CPU has AVX512_VBMI; otherwise level 2 uses AVX2 there. */
-bool ds_simd_vbmi(void);
+static inline bool ds_simd_vbmi(void)
+{
+    return ds_simd_level() >= 2 && ds_simd_vbmi_now > 0;
+}
 
 #endif

@@ -1561,9 +1561,10 @@ DS_AVX512 static inline __m256i biased_iq4(const uint8_t *qs)
     return _mm256_shuffle_epi8(tbl, unpack_nibbles(qs));
 }
 
-/* Lane k: the sum over block k of (u[k] - off) * (the int8 at y + k * ybytes). */
-DS_AVX512 static inline __m256i isums8v(const __m256i *u, const uint8_t *y, size_t ybytes,
-                                        int off)
+/* Lane k: the sum over block k of (u[k] - off) * (the int8 at y + k * ybytes);
+ * for k >= g the activations of block 0 stand in (lanes the caller drops). */
+DS_AVX512 static inline __attribute__((always_inline)) __m256i
+isums8v(const __m256i *u, const uint8_t *y, size_t ybytes, int off, int g)
 {
     const __m512i voff = _mm512_set1_epi8((char)off);
     __m256i h[8];
@@ -1571,8 +1572,9 @@ DS_AVX512 static inline __m256i isums8v(const __m256i *u, const uint8_t *y, size
     {
         __m512i uu = _mm512_inserti64x4(_mm512_castsi256_si512(u[k]), u[k + 1], 1);
         __m512i yy = _mm512_inserti64x4(
-            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(y + k * ybytes))),
-            _mm256_loadu_si256((const __m256i *)(y + (k + 1) * ybytes)), 1);
+            _mm512_castsi256_si512(
+                _mm256_loadu_si256((const __m256i *)(y + (k < g ? k : 0) * ybytes))),
+            _mm256_loadu_si256((const __m256i *)(y + (k + 1 < g ? k + 1 : 0) * ybytes)), 1);
         __m512i acc = _mm512_dpbusd_epi32(_mm512_setzero_si512(), uu, yy);
         if (off)
             acc = _mm512_sub_epi32(acc, _mm512_dpbusd_epi32(_mm512_setzero_si512(), voff, yy));
@@ -1590,16 +1592,18 @@ DS_AVX512 static inline __m256i isums8v(const __m256i *u, const uint8_t *y, size
 DS_AVX512 static inline void isums8(const __m256i *u, const uint8_t *y, size_t ybytes,
                                     int off, int *s)
 {
-    _mm256_storeu_si256((__m256i *)s, isums8v(u, y, ybytes, off));
+    _mm256_storeu_si256((__m256i *)s, isums8v(u, y, ybytes, off, 8));
 }
 
-/* The f16 at p, p + stride, ..., p + 7 stride (the scales of 8 blocks). */
-DS_AVX512 static inline __m256 f16x8_at(const uint8_t *p, int stride)
+/* The f16 at p + k' stride, k = 0 .. 7, k' = k for k < g and 0 after (the
+ * scales of g blocks; the other lanes repeat the first block's). */
+DS_AVX512 static inline __attribute__((always_inline)) __m256 f16x8_at(const uint8_t *p, int stride,
+                                                                      int g)
 {
-    return _mm256_cvtph_ps(_mm_setr_epi16((short)rd16(p), (short)rd16(p + stride),
-                                          (short)rd16(p + 2 * stride), (short)rd16(p + 3 * stride),
-                                          (short)rd16(p + 4 * stride), (short)rd16(p + 5 * stride),
-                                          (short)rd16(p + 6 * stride), (short)rd16(p + 7 * stride)));
+#define F16_AT(k) (short)rd16(p + ((k) < g ? (k) : 0) * stride)
+    return _mm256_cvtph_ps(_mm_setr_epi16(F16_AT(0), F16_AT(1), F16_AT(2), F16_AT(3), F16_AT(4),
+                                          F16_AT(5), F16_AT(6), F16_AT(7)));
+#undef F16_AT
 }
 
 /* t: type; XB, YB: block bytes of the weights and activations; YQ: offset of
@@ -1608,7 +1612,27 @@ DS_AVX512 static inline __m256 f16x8_at(const uint8_t *p, int stride)
  * sumf), here on 8 blocks at once: vs the integer sums as float, vdx, vdy the
  * blocks' scales, vmx, vmy for Q4_1/Q5_1 the second halves. The terms are
  * then added to sumf one by one, in block order: ggml's chain of additions,
- * the rest of the float work done 8 blocks to a vector (the same roundings). */
+ * the rest of the float work done 8 blocks to a vector (the same roundings).
+ * Groups of 8 blocks, then one of 4 (lanes 4-7 recompute block 0 and are not
+ * added), then the AVX2 kernel for the last 0-3 blocks. */
+#define DOT_AVX512_GROUP(XB, YB, YQ, U, OFF, TERM, G)                                       \
+    {                                                                                       \
+        __m256i u[8];                                                                       \
+        _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++)                                 \
+        {                                                                                   \
+            const uint8_t *b = x + (k < G ? k : 0) * XB;                                    \
+            u[k] = U;                                                                       \
+        }                                                                                   \
+        const __m256 vs = _mm256_cvtepi32_ps(isums8v(u, y + YQ, YB, OFF, G));               \
+        const __m256 vdx = f16x8_at(x, XB, G), vdy = f16x8_at(y, YB, G);                    \
+        const __m256 vmx = f16x8_at(x + 2, XB, G), vmy = f16x8_at(y + 2, YB, G);            \
+        float term[8];                                                                      \
+        _mm256_storeu_ps(term, TERM);                                                       \
+        (void)vmx, (void)vmy;                                                               \
+        for (int k = 0; k < G; k++)                                                         \
+            sumf += term[k];                                                                \
+        x += G * XB, y += G * YB, i += G;                                                   \
+    }
 #define DOT_AVX512(t, XB, YB, YQ, U, OFF, TERM)                                             \
     DS_AVX512 static float t##_dot_avx512(const void *row, const void *qx, int64_t n)       \
     {                                                                                       \
@@ -1616,22 +1640,10 @@ DS_AVX512 static inline __m256 f16x8_at(const uint8_t *p, int stride)
         const int64_t nb = n / QK;                                                          \
         float sumf = 0.0f;                                                                  \
         int64_t i = 0;                                                                      \
-        for (; i + 8 <= nb; i += 8, x += 8 * XB, y += 8 * YB) {                             \
-            __m256i u[8];                                                                   \
-            _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++)                             \
-            {                                                                               \
-                const uint8_t *b = x + k * XB;                                              \
-                u[k] = U;                                                                   \
-            }                                                                               \
-            const __m256 vs = _mm256_cvtepi32_ps(isums8v(u, y + YQ, YB, OFF));              \
-            const __m256 vdx = f16x8_at(x, XB), vdy = f16x8_at(y, YB);                      \
-            const __m256 vmx = f16x8_at(x + 2, XB), vmy = f16x8_at(y + 2, YB);              \
-            float term[8];                                                                  \
-            _mm256_storeu_ps(term, TERM);                                                   \
-            (void)vmx, (void)vmy;                                                           \
-            for (int k = 0; k < 8; k++)                                                     \
-                sumf += term[k];                                                            \
-        }                                                                                   \
+        while (i + 8 <= nb)                                                                 \
+            DOT_AVX512_GROUP(XB, YB, YQ, U, OFF, TERM, 8)                                   \
+        if (i + 4 <= nb)                                                                    \
+            DOT_AVX512_GROUP(XB, YB, YQ, U, OFF, TERM, 4)                                   \
         return t##_dot_avx2_from(x, y, nb - i, sumf);                                       \
     }
 
