@@ -36,8 +36,8 @@ int main(int argc, char **argv)
     int64_t T = argc > 4 ? atoll(argv[4]) : 1;
     enum ds_type only = DS_TYPE_F32;
     const int filter = argc > 5;
-    const enum ds_type types[] = {DS_TYPE_F32,  DS_TYPE_BF16, DS_TYPE_F16,  DS_TYPE_F8_E4M3,
-                                  DS_TYPE_Q8_0, DS_TYPE_Q4_0, DS_TYPE_Q4_1, DS_TYPE_Q5_0,
+    const enum ds_type types[] = {DS_TYPE_F32,  DS_TYPE_BF16,   DS_TYPE_F16,  DS_TYPE_F8_E4M3,
+                                  DS_TYPE_Q8_0, DS_TYPE_Q4_0,   DS_TYPE_Q4_1, DS_TYPE_Q5_0,
                                   DS_TYPE_Q5_1, DS_TYPE_IQ4_NL, DS_TYPE_Q4_K, DS_TYPE_Q5_K,
                                   DS_TYPE_Q6_K};
     static const char *const names[] = {"scalar", "avx2", "avx512"};
@@ -48,8 +48,8 @@ int main(int argc, char **argv)
     float *scale = malloc((size_t)((N + 127) / 128 * ((K + 127) / 128)) * sizeof(float));
     int top = ds_simd_set_level(2);
 
-    if (!w || !x || !y || !q || !scale || N <= 0 || K <= 0 || K % 256 || reps < 1 ||
-        T < 1 || (filter && ds_type_from_name(argv[5], &only) != DS_OK)) {
+    if (!w || !x || !y || !q || !scale || N <= 0 || K <= 0 || K % 256 || reps < 1 || T < 1 ||
+        (filter && ds_type_from_name(argv[5], &only) != DS_OK)) {
         fprintf(stderr, "usage: matmul [N K REPS [T [TYPE]]] (K a multiple of 256)\n");
         return 2;
     }

@@ -142,7 +142,8 @@ static int cmp(const char *f32, const char *q, const char *list)
     float *lq = run(q, ids, n, &rq, NULL, &Vq);
     float *lforced = run(q, ids, n, &rforced, rf.sel, &Vq);
     float *lback = run(f32, ids, n, &rback, rq.sel, &V);
-    double *pq = xmalloc((size_t)n * sizeof(double)), *pforced = xmalloc((size_t)n * sizeof(double));
+    double *pq = xmalloc((size_t)n * sizeof(double)),
+           *pforced = xmalloc((size_t)n * sizeof(double));
     if (V != Vq || rf.n_layers != rq.n_layers || rf.k != rq.k) {
         fprintf(stderr, "route: the two models differ in shape\n");
         return 1;

@@ -82,9 +82,9 @@ void ds_quant_dot_rows_ref(enum ds_type t, const void *row, const void *qx, size
  * activation rows and each activation block once for 8 weight rows, the
  * activations repacked once per call); every other case runs
  * ds_quant_dot_rows per weight row. */
-void ds_quant_dot_tile(enum ds_type t, const void *w, size_t w_stride, int64_t nr,
-                       const void *qx, size_t qx_stride, int64_t na, int64_t n, float *out,
-                       int64_t out_rs, int64_t out_cs);
+void ds_quant_dot_tile(enum ds_type t, const void *w, size_t w_stride, int64_t nr, const void *qx,
+                       size_t qx_stride, int64_t na, int64_t n, float *out, int64_t out_rs,
+                       int64_t out_cs);
 void ds_quant_dot_tile_ref(enum ds_type t, const void *w, size_t w_stride, int64_t nr,
                            const void *qx, size_t qx_stride, int64_t na, int64_t n, float *out,
                            int64_t out_rs, int64_t out_cs);

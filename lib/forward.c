@@ -510,8 +510,7 @@ static void top_k(float *v, int64_t n, int64_t k, int32_t *idx)
 
 /* Routing weights w (k) of the experts idx (k) from the scores s (E):
  * w = s[idx], w /= sum(w) if norm_topk_prob, w *= scale. */
-static void route_weights(const struct ds_hparams *hp, const float *s, const int32_t *idx,
-                          float *w)
+static void route_weights(const struct ds_hparams *hp, const float *s, const int32_t *idx, float *w)
 {
     const int64_t k = hp->n_experts_per_tok;
     double sum = 0;

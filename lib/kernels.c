@@ -255,8 +255,8 @@ static void quant_rows(float *y, int64_t ldy, const void *qx, const void *w, enu
                        int64_t T, int64_t n0, int64_t n1, int64_t K)
 {
     size_t qrow = ds_matmul_qx_row(wt, K), wrow = ds_kernel_row_bytes(wt, K);
-    ds_quant_dot_tile(wt, (const unsigned char *)w + (size_t)n0 * wrow, wrow, n1 - n0, qx, qrow,
-                      T, K, y + n0, 1, ldy);
+    ds_quant_dot_tile(wt, (const unsigned char *)w + (size_t)n0 * wrow, wrow, n1 - n0, qx, qrow, T,
+                      K, y + n0, 1, ldy);
 }
 
 /* ---- matmul ----------------------------------------------------------------------- */
@@ -427,8 +427,8 @@ void ds_matmul_scaled(float *y, int64_t ldy, const float *x, int64_t ldx, const 
     DS_OMP(omp parallel for schedule(static) if (work >= PAR_WORK))
     for (int64_t b = 0; b < nblk; b++) {
         int64_t n0 = b * nbr;
-        ds_matmul_rows(y, ldy, x, ldx, qx, w, wt, scale, block, T, n0,
-                       N - n0 < nbr ? N : n0 + nbr, K);
+        ds_matmul_rows(y, ldy, x, ldx, qx, w, wt, scale, block, T, n0, N - n0 < nbr ? N : n0 + nbr,
+                       K);
     }
     free(qx);
 }
@@ -712,14 +712,18 @@ static inline void wsum16(float *out, int64_t ldo, const float *s, int64_t n,
 {
     for (int64_t j = j0; j < j1; j++)
         for (int h = 0; h < nh; h++)
-            axpy8(out + h * ldo + k0, s[h * n + j], (const float *)(kv + (size_t)j * ldkv) + k0, 16);
+            axpy8(out + h * ldo + k0, s[h * n + j], (const float *)(kv + (size_t)j * ldkv) + k0,
+                  16);
 }
 #endif
 
-/* Positions outer, heads inner: each cached row is read once for all H heads
- * (it stays in L1), for the scores and again for the weighted sum. Rows are
- * ldkv bytes apart: float, or q8_0 blocks dequantized into row first. wide:
- * 8-float vectors (compiled for AVX2 below), same results. */
+/* Scores: positions outer, heads inner, so each cached row is read once for
+ * all H heads (it stays in L1); wide: 8 heads at a time. Weighted sum: the
+ * same order for a q8_0 cache (rows dequantized into row first); for a float
+ * cache, wide, in 4-head x 16-column register tiles over 64 positions at a
+ * time (wsum16). Rows are ldkv bytes apart. wide: 8-float vectors (compiled
+ * for AVX2 below); every output takes the same operations in the same order
+ * either way, so the results are the same bits. */
 static inline __attribute__((always_inline)) void
 attend_body(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
             const unsigned char *kv, size_t ldkv, bool q8, int64_t n, int64_t D, int64_t L,
@@ -768,8 +772,7 @@ attend_body(float *out, int64_t ldo, const float *q, int64_t ldq, int64_t H,
                         wsum16(out + h * ldo, ldo, sh, n, kv, ldkv, 4, k, j0, j1);
                     else
                         for (int64_t i = 0; i < H - h; i++)
-                            wsum16(out + (h + i) * ldo, ldo, sh + i * n, n, kv, ldkv, 1, k, j0,
-                                   j1);
+                            wsum16(out + (h + i) * ldo, ldo, sh + i * n, n, kv, ldkv, 1, k, j0, j1);
                 }
             }
         }

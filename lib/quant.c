@@ -132,9 +132,9 @@ void ds_quant_dot_rows_ref(enum ds_type t, const void *row, const void *qx, size
             q ? q->dot_ref(row, (const unsigned char *)qx + (size_t)c * qx_stride, n) : 0.0f;
 }
 
-void ds_quant_dot_tile(enum ds_type t, const void *w, size_t w_stride, int64_t nr,
-                       const void *qx, size_t qx_stride, int64_t na, int64_t n, float *out,
-                       int64_t out_rs, int64_t out_cs)
+void ds_quant_dot_tile(enum ds_type t, const void *w, size_t w_stride, int64_t nr, const void *qx,
+                       size_t qx_stride, int64_t na, int64_t n, float *out, int64_t out_rs,
+                       int64_t out_cs)
 {
     if (ds_dot_tile_legacy(t, w, w_stride, nr, qx, qx_stride, na, n, out, out_rs, out_cs))
         return;
@@ -145,8 +145,8 @@ void ds_quant_dot_tile(enum ds_type t, const void *w, size_t w_stride, int64_t n
         return;
     }
     for (int64_t r = 0; r < nr; r++)
-        ds_quant_dot_rows(t, (const unsigned char *)w + (size_t)r * w_stride, qx, qx_stride, na,
-                          n, out + r * out_rs, out_cs);
+        ds_quant_dot_rows(t, (const unsigned char *)w + (size_t)r * w_stride, qx, qx_stride, na, n,
+                          out + r * out_rs, out_cs);
 }
 
 void ds_quant_dot_tile_ref(enum ds_type t, const void *w, size_t w_stride, int64_t nr,
@@ -154,8 +154,8 @@ void ds_quant_dot_tile_ref(enum ds_type t, const void *w, size_t w_stride, int64
                            int64_t out_rs, int64_t out_cs)
 {
     for (int64_t r = 0; r < nr; r++)
-        ds_quant_dot_rows_ref(t, (const unsigned char *)w + (size_t)r * w_stride, qx, qx_stride,
-                              na, n, out + r * out_rs, out_cs);
+        ds_quant_dot_rows_ref(t, (const unsigned char *)w + (size_t)r * w_stride, qx, qx_stride, na,
+                              n, out + r * out_rs, out_cs);
 }
 
 float ds_quant_dot_f32(enum ds_type t, const void *row, const float *x, int64_t n)

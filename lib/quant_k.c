@@ -2273,7 +2273,8 @@ QK_VBMI static inline void qk4_unpack_vbmi(const uint8_t *qs, const uint8_t *qh,
     for (int u = 0; u < 2; u++) {
         /* 32-byte piece p holds chunk 2p (low nibbles) and 2p + 1 (high) */
         const __m512i q = _mm512_loadu_si512(qs + 64 * u);
-        const __m512i p0 = _mm512_permutexvar_epi8(first, q), p1 = _mm512_permutexvar_epi8(second, q);
+        const __m512i p0 = _mm512_permutexvar_epi8(first, q);
+        const __m512i p1 = _mm512_permutexvar_epi8(second, q);
         b->w[2 * u] = _mm512_and_si512(_mm512_mask_srli_epi16(p0, 0xFFFF0000u, p0, 4), m4);
         b->w[2 * u + 1] = _mm512_and_si512(_mm512_mask_srli_epi16(p1, 0xFFFF0000u, p1, 4), m4);
     }
@@ -2294,8 +2295,8 @@ QK_VBMI static inline void qk4_unpack_vbmi(const uint8_t *qs, const uint8_t *qh,
     const __m512i halves = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_setzero_si512(),
                                                    _mm512_set1_epi16(1));
     for (int t = 0; t < 4; t++)
-        b->s[t] = _mm512_permutexvar_epi16(_mm512_add_epi16(halves, _mm512_set1_epi16((short)(2 * t))),
-                                           s16);
+        b->s[t] = _mm512_permutexvar_epi16(
+            _mm512_add_epi16(halves, _mm512_set1_epi16((short)(2 * t))), s16);
     const __m128i m = _mm_cvtsi64_si128((long long)mn);
     b->mn16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
 }
@@ -2343,7 +2344,8 @@ QK_VBMI QK_FLAT static inline void qk4_block_vbmi(const void *row, bool q5, int6
     }
 }
 
-QK_VBMI QK_FLAT static inline float qk4_dot_vbmi(const void *row, bool q5, const void *qx, int64_t n)
+QK_VBMI QK_FLAT static inline float qk4_dot_vbmi(const void *row, bool q5, const void *qx,
+                                                  int64_t n)
 {
     const struct blk_q8_k *y = qx;
     __m256 sums = _mm256_setzero_ps();
@@ -2375,7 +2377,8 @@ QK_VBMI QK_FLAT static inline void qk4_rows4_vbmi(const void *row, bool q5,
         const __m256i m2 = _mm256_madd_epi16(load256(y[2][i].bsums), b.mn16);
         const __m256i m3 = _mm256_madd_epi16(load256(y[3][i].bsums), b.mn16);
         const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(m0, m1), _mm256_hadd_epi32(m2, m3));
-        const __m128i sumi = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        const __m128i sumi =
+            _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
         const float dw = h2f_f16c(d);
         s0 = acc_lanes(s0, dw * y[0][i].d, qk4_lanes_vbmi(&b, &y[0][i]));
         s1 = acc_lanes(s1, dw * y[1][i].d, qk4_lanes_vbmi(&b, &y[1][i]));
@@ -2448,7 +2451,8 @@ QK_VBMI static inline void q6k_unpack_vbmi(const struct blk_q6_k *x, __m512i u[4
     for (int h = 0; h < 2; h++) {
         /* chunk 4h + q has the low (q < 2) or high nibbles of ql[64h + 32 (q & 1) + m] */
         const __m512i l = _mm512_permutexvar_epi8(pair, _mm512_loadu_si512(x->ql + 64 * h));
-        const __m512i q = _mm512_permutexvar_epi8(first, _mm512_zextsi256_si512(load256(x->qh + 32 * h)));
+        const __m512i q =
+            _mm512_permutexvar_epi8(first, _mm512_zextsi256_si512(load256(x->qh + 32 * h)));
         u[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4),
                                    _mm512_and_si512(_mm512_sllv_epi16(q, shl), m3));
         u[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),

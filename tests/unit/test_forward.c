@@ -30,8 +30,8 @@
 #include <cjson/cJSON.h>
 
 #include "ds.h"
-#include "quant_impl.h"
 #include "kernels_impl.h"
+#include "quant_impl.h"
 #include "route_impl.h"
 #include "test.h"
 
@@ -1484,9 +1484,13 @@ static void check_q8_0_forced(const char *ckpt)
     snprintf(f32, sizeof(f32), "%s-f32.gguf", ckpt);
     snprintf(q8, sizeof(q8), "%s-q8_0.gguf", ckpt);
     if ((e = ds_qrules_new("q8_0", 0, &rules)) == DS_OK) {
-        struct ds_convert_opts o = {.input = tmp(f32), .output = tmp(q8), .to = DS_FORMAT_GGUF,
-                                    .outtype = -1, .write_flags = DS_WRITE_FORCE,
-                                    .provenance = "test_forward", .type_of = rules_type,
+        struct ds_convert_opts o = {.input = tmp(f32),
+                                    .output = tmp(q8),
+                                    .to = DS_FORMAT_GGUF,
+                                    .outtype = -1,
+                                    .write_flags = DS_WRITE_FORCE,
+                                    .provenance = "test_forward",
+                                    .type_of = rules_type,
                                     .type_ud = rules};
         e = ds_convert(&o, NULL);
     }
