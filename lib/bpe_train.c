@@ -34,23 +34,9 @@ void ds_bpe_opts_init(struct ds_bpe_opts *o)
     o->add_bos = true;
 }
 
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    return x ^ (x >> 33);
-}
-
 static uint64_t hash_bytes(const char *p, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 0x100000001b3ull;
-    }
-    return mix64(h);
+    return tok_mix64(tok_fnv1a(p, n));
 }
 
 /* ---- the training state ------------------------------------------------- */
@@ -134,7 +120,7 @@ static ds_err on_piece(void *ctx, const char *s, size_t len)
 
 static struct pair *pair_slot(struct trainer *tr, uint64_t key)
 {
-    size_t i = mix64(key) & tr->p_mask;
+    size_t i = tok_mix64(key) & tr->p_mask;
     while (tr->p_tab[i].key != key && tr->p_tab[i].key != EMPTY)
         i = (i + 1) & tr->p_mask;
     return &tr->p_tab[i];

@@ -83,22 +83,8 @@ struct ds_tokenizer {
 
 static uint64_t hash_bytes(const void *p, size_t n)
 {
-    const unsigned char *s = p;
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= 0x100000001b3ull;
-    }
+    uint64_t h = tok_fnv1a(p, n);
     return h ^ (h >> 29);
-}
-
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    return x ^ (x >> 33);
 }
 
 /* Smallest power of two >= 2 * n (and >= 16). */
@@ -254,7 +240,7 @@ static void tok_insert(struct ds_tokenizer *t, int32_t id)
 static const struct merge_slot *merge_find(const struct ds_tokenizer *t, int32_t a, int32_t b)
 {
     uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-    size_t i = mix64(key) & t->mg_mask;
+    size_t i = tok_mix64(key) & t->mg_mask;
     for (;;) {
         const struct merge_slot *s = &t->mg_tab[i];
         if (s->key == key)
@@ -269,7 +255,7 @@ static const struct merge_slot *merge_find(const struct ds_tokenizer *t, int32_t
 static void merge_insert(struct ds_tokenizer *t, int32_t a, int32_t b, int32_t rank, int32_t id)
 {
     uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-    size_t i = mix64(key) & t->mg_mask;
+    size_t i = tok_mix64(key) & t->mg_mask;
     for (;;) {
         struct merge_slot *s = &t->mg_tab[i];
         if (s->key == key)
