@@ -336,6 +336,7 @@ int main(int argc, char **argv)
     int64_t n_vocab;
     ds_err e;
     int status = DS_EXIT_FAILURE;
+    bool lib_failed = false; /* goto fail_lib */
     int id;
 
     ds_cli_init(c, argc, argv);
@@ -426,7 +427,7 @@ int main(int argc, char **argv)
             if (ids[i] >= ds_tokenizer_n_vocab(tok)) {
                 ds_cli_error(c, "token id %d is out of range (the vocabulary has %d)", ids[i],
                              ds_tokenizer_n_vocab(tok));
-                goto fail;
+                goto done;
             }
     } else {
         size_t len;
@@ -439,7 +440,7 @@ int main(int argc, char **argv)
             if (memchr(text, '\0', len)) {
                 ds_cli_error(c, "the prompt contains a NUL byte");
                 free(text);
-                goto fail;
+                goto done;
             }
             if (r.chat_template) {
                 ds_chat_from_name(r.chat_template, &t);
@@ -450,13 +451,13 @@ int main(int argc, char **argv)
                     ds_cli_error(c, "'%s' has no chat template; choose one with --chat-template",
                                  r.model);
                     free(text);
-                    goto fail;
+                    goto done;
                 }
                 if ((e = ds_chat_detect(jinja, &t)) != DS_OK) {
                     ds_cli_error(c, "'%s': unknown chat template; choose one with --chat-template",
                                  r.model);
                     free(text);
-                    goto fail;
+                    goto done;
                 }
             }
             if (ds_tokenizer_bos(tok) >= 0 && add_bos)
@@ -478,7 +479,7 @@ int main(int argc, char **argv)
         free(text);
         if (e != DS_OK) {
             ds_cli_error(c, "prompt: %s", ds_errmsg());
-            goto fail;
+            goto done;
         }
     }
     if (r.tokenize) {
@@ -492,7 +493,7 @@ int main(int argc, char **argv)
     }
     if (ds_model_vocab_only(model)) {
         ds_cli_error(c, "'%s' holds a vocabulary only; it can tokenize but not run", r.model);
-        goto fail;
+        goto done;
     }
 
     /* context */
@@ -504,16 +505,16 @@ int main(int argc, char **argv)
         if (r.n_ctx > max_ctx) {
             ds_cli_error(c, "--ctx %lld is more than the model's context (%lld)", r.n_ctx,
                          max_ctx);
-            goto fail;
+            goto done;
         }
         if ((long long)n_ids > r.n_ctx) {
             ds_cli_error(c, "the prompt is %zu tokens, more than the context of %lld (--ctx)",
                          n_ids, r.n_ctx);
-            goto fail;
+            goto done;
         }
         if (n_ids == 0) {
             ds_cli_error(c, "the prompt is empty");
-            goto fail;
+            goto done;
         }
     }
     if ((e = ds_ctx_new_ex(model, r.n_ctx, &r.cp, &ctx)) != DS_OK)
@@ -528,7 +529,7 @@ int main(int argc, char **argv)
         spec = malloc(3 * (size_t)n_vocab * sizeof(float));
     if (!logits || (r.mtp && !spec)) {
         ds_cli_error(c, "out of memory for %zu x %lld logits", n_ids, (long long)n_vocab);
-        goto fail;
+        goto done;
     }
 
     /* prompt */
@@ -626,7 +627,7 @@ int main(int argc, char **argv)
                                     n_drafted ? (double)n_accepted / (double)n_drafted : 0);
         }
         if (!ds_cli_put_json(c, o))
-            goto fail;
+            goto done;
     }
     if (c->level >= 3) {
         fprintf(stderr, "%s: load %.3f s (%s, %.1f MB of weights)\n", c->prog, t_load,
@@ -645,7 +646,10 @@ int main(int argc, char **argv)
                     n_accepted, n_drafted, n_drafted ? 100.0 * n_accepted / n_drafted : 0.0);
     }
     status = DS_EXIT_OK;
-fail:
+    goto done;
+fail_lib: /* a library error: reported after the frees (ds_errmsg() survives them) */
+    lib_failed = true;
+done:
     free(out.buf);
     free(logits);
     free(spec);
@@ -654,17 +658,9 @@ fail:
     ds_ctx_free(ctx);
     ds_tokenizer_free(tok);
     ds_model_free(model);
+    if (lib_failed)
+        die_lib(c, e);
     if (status == DS_EXIT_OK)
         ds_cli_finish_stdout(c);
     return status;
-fail_lib: /* a library error: free, then report it (ds_errmsg() survives the frees) */
-    free(out.buf);
-    free(logits);
-    free(spec);
-    free(ids);
-    ds_sampler_free(smp);
-    ds_ctx_free(ctx);
-    ds_tokenizer_free(tok);
-    ds_model_free(model);
-    die_lib(c, e);
 }
