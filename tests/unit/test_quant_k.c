@@ -6,6 +6,7 @@
 
 #include "ds_quant.h"
 #include "quant_impl.h"
+#include "simd_levels.h"
 #include "test.h"
 
 #define QK 256
@@ -611,26 +612,16 @@ TEST(dot_f32)
     }
 }
 
-/* The optimised kernels against the reference at every SIMD level the CPU
- * has (scalar, AVX2, AVX-512), whatever DS_SIMD says. */
-static void run_every_level(void)
+/* The optimised kernels against the reference (run at every SIMD level). */
+static void level_tests(void)
 {
-    static const char *const names[] = {"scalar", "avx2", "avx512"};
-    for (int l = 2; l >= 0; l--) {
-        if (ds_simd_set_level(l) != l) {
-            fprintf(stderr, "     (no %s on this CPU)\n", names[l]);
-            continue;
-        }
-        fprintf(stderr, "     simd level: %s\n", ds_quant_simd());
-        RUN(simd_vs_ref);
-        RUN(quantize_simd_vs_ref);
-    }
-    ds_simd_set_level(-1);
+    RUN(simd_vs_ref);
+    RUN(quantize_simd_vs_ref);
 }
 
 int main(void)
 {
-    run_every_level();
+    every_simd_level(level_tests);
     RUN(layout);
     RUN(bad_sizes);
     RUN(q2k_hand);

@@ -6,6 +6,7 @@
 #include "ds_quant.h"
 #include "ds_tensor.h"
 #include "quant_impl.h"
+#include "simd_levels.h"
 #include "test.h"
 
 static const enum ds_type types[] = {DS_TYPE_Q4_0, DS_TYPE_Q4_1, DS_TYPE_Q5_0,
@@ -479,25 +480,15 @@ TEST(q8_1_activations)
     ASSERT_ERR(ds_quantize_vec(DS_TYPE_Q4_1, x, q, 32), DS_ERR_ARG);
 }
 
-/* The optimised kernels against the reference at every SIMD level the CPU
- * has (scalar, AVX2, AVX-512), whatever DS_SIMD says. */
-static void run_every_level(void)
+/* The optimised kernels against the reference (run at every SIMD level). */
+static void level_tests(void)
 {
-    static const char *const names[] = {"scalar", "avx2", "avx512"};
-    for (int l = 2; l >= 0; l--) {
-        if (ds_simd_set_level(l) != l) {
-            fprintf(stderr, "     (no %s on this CPU)\n", names[l]);
-            continue;
-        }
-        fprintf(stderr, "     simd level: %s\n", ds_quant_simd());
-        RUN(simd_vs_ref);
-    }
-    ds_simd_set_level(-1);
+    RUN(simd_vs_ref);
 }
 
 int main(void)
 {
-    run_every_level();
+    every_simd_level(level_tests);
     RUN(hand_q4_0);
     RUN(hand_q4_1);
     RUN(hand_q5_0);

@@ -6,6 +6,7 @@
 
 #include "ds_quant.h"
 #include "quant_impl.h"
+#include "simd_levels.h"
 #include "test.h"
 
 static const enum ds_type types[] = {DS_TYPE_Q4_0, DS_TYPE_Q4_1, DS_TYPE_Q5_0, DS_TYPE_Q5_1,
@@ -163,19 +164,15 @@ TEST(zero_rows)
     ASSERT(out == 7.0f);
 }
 
+static void level_tests(void)
+{
+    RUN(rows_vs_single);
+    RUN(tile_vs_single);
+}
+
 int main(void)
 {
-    static const char *const names[] = {"scalar", "avx2", "avx512"};
-    for (int l = 2; l >= 0; l--) {
-        if (ds_simd_set_level(l) != l) {
-            fprintf(stderr, "     (no %s on this CPU)\n", names[l]);
-            continue;
-        }
-        fprintf(stderr, "     simd level: %s\n", ds_quant_simd());
-        RUN(rows_vs_single);
-        RUN(tile_vs_single);
-    }
-    ds_simd_set_level(-1);
+    every_simd_level(level_tests);
     RUN(zero_rows);
     return test_report();
 }
