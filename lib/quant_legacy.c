@@ -431,16 +431,23 @@ static void min_quantize_weighted(const float *x, uint8_t *y, int64_t n, const f
     }
 }
 
-static void q4_1_quantize_ref(const float *x, void *dst, int64_t n, const float *qw)
+/* Q4_1 (nmax 15) or Q5_1 (31) rows of blocks of bytes bytes: weighted, or
+ * block by block with plain(). */
+static void min_quantize_ref(const float *x, uint8_t *y, int64_t n, const float *qw, int nmax,
+                             size_t bytes, void (*plain)(const float *, uint8_t *))
 {
-    uint8_t *y = dst;
     assert(n % QK == 0);
     if (qw) {
-        min_quantize_weighted(x, y, n, qw, 15, Q4_1_BYTES);
+        min_quantize_weighted(x, y, n, qw, nmax, bytes);
         return;
     }
     for (int64_t i = 0; i < n / QK; i++)
-        q4_1_block_plain(x + i * QK, y + i * Q4_1_BYTES);
+        plain(x + i * QK, y + (size_t)i * bytes);
+}
+
+static void q4_1_quantize_ref(const float *x, void *dst, int64_t n, const float *qw)
+{
+    min_quantize_ref(x, dst, n, qw, 15, Q4_1_BYTES, q4_1_block_plain);
 }
 
 static void q4_1_dequantize_ref(const void *src, float *y, int64_t n)
@@ -576,14 +583,7 @@ static void q5_1_block_plain(const float *x, uint8_t *b)
 
 static void q5_1_quantize_ref(const float *x, void *dst, int64_t n, const float *qw)
 {
-    uint8_t *y = dst;
-    assert(n % QK == 0);
-    if (qw) {
-        min_quantize_weighted(x, y, n, qw, 31, Q5_1_BYTES);
-        return;
-    }
-    for (int64_t i = 0; i < n / QK; i++)
-        q5_1_block_plain(x + i * QK, y + i * Q5_1_BYTES);
+    min_quantize_ref(x, dst, n, qw, 31, Q5_1_BYTES, q5_1_block_plain);
 }
 
 static void q5_1_dequantize_ref(const void *src, float *y, int64_t n)
