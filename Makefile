@@ -123,7 +123,7 @@ $(O)/cmd/ds-%: $(O)/build/cmd/ds-%.o $(CLI_OBJ) $(LIBA)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-$(O)/build/tests/%: tests/unit/%.c tests/unit/test.h tests/unit/simd_levels.h $(LIBA)
+$(O)/build/tests/%: tests/unit/%.c tests/unit/test.h tests/unit/simd_levels.h tests/unit/tmpdir.h $(LIBA)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(LIBA) $(LIBS)
 

@@ -9,17 +9,7 @@
 
 #include "ds.h"
 #include "test.h"
-
-static char tmpdir[256];
-
-static const char *tmp(const char *name)
-{
-    static char buf[4][512];
-    static int k;
-    char *b = buf[k++ & 3];
-    snprintf(b, sizeof(buf[0]), "%s/%s", tmpdir, name);
-    return b;
-}
+#include "tmpdir.h"
 
 static ds_err convert(const char *in, const char *out, enum ds_format to, int outtype)
 {

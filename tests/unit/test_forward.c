@@ -34,17 +34,7 @@
 #include "quant_impl.h"
 #include "route_impl.h"
 #include "test.h"
-
-static char tmpdir[256];
-
-static const char *tmp(const char *name)
-{
-    static char buf[8][512];
-    static int k;
-    char *b = buf[k++ & 7];
-    snprintf(b, sizeof(buf[0]), "%s/%s", tmpdir, name);
-    return b;
-}
+#include "tmpdir.h"
 
 static ds_err convert(const char *in, const char *out, int outtype)
 {

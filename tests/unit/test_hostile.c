@@ -25,6 +25,7 @@
 
 #include "ds.h"
 #include "test.h"
+#include "tmpdir.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
@@ -33,17 +34,6 @@
 #define UNDER_ASAN 1
 #endif
 #endif
-
-static char tmpdir[256];
-
-static const char *tmp(const char *name)
-{
-    static char buf[8][512];
-    static int k;
-    char *b = buf[k++ & 7];
-    snprintf(b, sizeof(buf[0]), "%s/%s", tmpdir, name);
-    return b;
-}
 
 /* ---- byte builder ------------------------------------------------------------ */
 

@@ -21,19 +21,10 @@
 
 #include "ds.h"
 #include "test.h"
+#include "tmpdir.h"
 
-static char tmpdir[256];
 static struct ds_model *model;
 static const struct ds_hparams *hp;
-
-static const char *tmp(const char *name)
-{
-    static char buf[8][512];
-    static int k;
-    char *b = buf[k++ & 7];
-    snprintf(b, sizeof(buf[0]), "%s/%s", tmpdir, name);
-    return b;
-}
 
 static void tokens_fill(int32_t *t, size_t n, uint32_t seed)
 {

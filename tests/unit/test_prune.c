@@ -13,17 +13,7 @@
 #include "ds.h"
 #include "prune_impl.h"
 #include "test.h"
-
-static char tmpdir[256];
-
-static const char *tmp(const char *name)
-{
-    static char buf[8][512];
-    static int k;
-    char *b = buf[k++ & 7];
-    snprintf(b, sizeof(buf[0]), "%s/%s", tmpdir, name);
-    return b;
-}
+#include "tmpdir.h"
 
 static uint64_t rng = 88172645463325252ull;
 static float frand(void)

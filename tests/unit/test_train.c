@@ -23,18 +23,8 @@
 
 #include "ds.h"
 #include "test.h"
+#include "tmpdir.h"
 #include "train_impl.h"
-
-static char tmpdir[256];
-
-static const char *tmp(const char *name)
-{
-    static char buf[8][512];
-    static int k;
-    char *b = buf[k++ & 7];
-    snprintf(b, sizeof(buf[0]), "%s/%s", tmpdir, name);
-    return b;
-}
 
 static uint64_t rs = 12345;
 
