@@ -1452,6 +1452,24 @@ QK_AVX2 static float q3k_dot_avx2(const void *row, const void *qx, int64_t n)
     return add_in_order(0.0f, sums);
 }
 
+/* The unsigned quants of a Q4_K (qh NULL) or Q5_K block: a[t] the elements
+ * 64t .. 64t + 31, b[t] 64t + 32 .. 64t + 63. */
+QK_AVX2 static inline __attribute__((always_inline)) void
+qk4_unpack_avx2(const uint8_t *qs, const uint8_t *qh, __m256i a[4], __m256i b[4])
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), c16 = _mm256_set1_epi8(16);
+    const __m256i h = qh ? load256(qh) : _mm256_setzero_si256();
+    for (int t = 0; t < 4; t++) {
+        __m256i q4 = load256(qs + 32 * t);
+        a[t] = _mm256_and_si256(q4, m4);
+        b[t] = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
+        if (qh) {
+            a[t] = _mm256_or_si256(a[t], _mm256_and_si256(bit_set(h, 1 << (2 * t)), c16));
+            b[t] = _mm256_or_si256(b[t], _mm256_and_si256(bit_set(h, 2 << (2 * t)), c16));
+        }
+    }
+}
+
 /* The Q4_K/Q5_K block: a[t], b[t] the unsigned quants 64t .. 64t+31 and
  * 64t+32 .. 64t+63; returns the 8 lanes. */
 QK_AVX2 static inline __m256i qk4_lanes(const __m256i *a, const __m256i *b, const uint8_t *sc,
@@ -1470,7 +1488,6 @@ QK_AVX2 static float q4k_dot_avx2(const void *row, const void *qx, int64_t n)
 {
     const struct blk_q4_k *x = row;
     const struct blk_q8_k *y = qx;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 sums = _mm256_setzero_ps();
     float sumf = 0;
     for (int64_t i = 0; i < n / QK_K; i++) {
@@ -1481,11 +1498,7 @@ QK_AVX2 static float q4k_dot_avx2(const void *row, const void *qx, int64_t n)
         for (int j = 0; j < QK_K / 16; j++)
             sumi += y[i].bsums[j] * mn[j / 2];
         __m256i a[4], b[4];
-        for (int t = 0; t < 4; t++) {
-            __m256i q4 = load256(x[i].qs + 32 * t);
-            a[t] = _mm256_and_si256(q4, m4);
-            b[t] = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
-        }
+        qk4_unpack_avx2(x[i].qs, NULL, a, b);
         sums = acc_lanes(sums, h2f_f16c(x[i].d) * y[i].d, qk4_lanes(a, b, sc, y[i].qs));
         const float dmin = h2f_f16c(x[i].dmin) * y[i].d;
         sumf -= dmin * sumi;
@@ -1542,17 +1555,12 @@ QK_AVX2 static inline void qk4_rows_block(const __m256i *a, const __m256i *b, co
 QK_AVX2 static void q4k_dot_rows_avx2(const void *row, const void *qx, size_t ys, int64_t na,
                                       int64_t n, float *out, int64_t os)
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
     ROWS_BEGIN(blk_q4_k)
     uint8_t sc[8], mn[8];
     for (int j = 0; j < 8; j++)
         scale_min_k4(j, x[i].scales, &sc[j], &mn[j]);
     __m256i a[4], b[4];
-    for (int t = 0; t < 4; t++) {
-        __m256i q4 = load256(x[i].qs + 32 * t);
-        a[t] = _mm256_and_si256(q4, m4);
-        b[t] = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
-    }
+    qk4_unpack_avx2(x[i].qs, NULL, a, b);
     qk4_rows_block(a, b, sc, mn, x[i].d, x[i].dmin, yc, i, nc, sums, sumf);
     ROWS_END
 }
@@ -1560,19 +1568,12 @@ QK_AVX2 static void q4k_dot_rows_avx2(const void *row, const void *qx, size_t ys
 QK_AVX2 static void q5k_dot_rows_avx2(const void *row, const void *qx, size_t ys, int64_t na,
                                       int64_t n, float *out, int64_t os)
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), c16 = _mm256_set1_epi8(16);
     ROWS_BEGIN(blk_q5_k)
     uint8_t sc[8], mn[8];
     for (int j = 0; j < 8; j++)
         scale_min_k4(j, x[i].scales, &sc[j], &mn[j]);
-    __m256i a[4], b[4], qh = load256(x[i].qh);
-    for (int t = 0; t < 4; t++) {
-        __m256i q4 = load256(x[i].qs + 32 * t);
-        __m256i ha = _mm256_and_si256(bit_set(qh, 1 << (2 * t)), c16);
-        __m256i hb = _mm256_and_si256(bit_set(qh, 2 << (2 * t)), c16);
-        a[t] = _mm256_or_si256(_mm256_and_si256(q4, m4), ha);
-        b[t] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4, 4), m4), hb);
-    }
+    __m256i a[4], b[4];
+    qk4_unpack_avx2(x[i].qs, x[i].qh, a, b);
     qk4_rows_block(a, b, sc, mn, x[i].d, x[i].dmin, yc, i, nc, sums, sumf);
     ROWS_END
 }
@@ -1607,7 +1608,6 @@ QK_AVX2 static float q5k_dot_avx2(const void *row, const void *qx, int64_t n)
 {
     const struct blk_q5_k *x = row;
     const struct blk_q8_k *y = qx;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), c16 = _mm256_set1_epi8(16);
     __m256 sums = _mm256_setzero_ps();
     float sumf = 0;
     for (int64_t i = 0; i < n / QK_K; i++) {
@@ -1617,14 +1617,8 @@ QK_AVX2 static float q5k_dot_avx2(const void *row, const void *qx, int64_t n)
         int sumi = 0;
         for (int j = 0; j < QK_K / 16; j++)
             sumi += y[i].bsums[j] * mn[j / 2];
-        __m256i a[4], b[4], qh = load256(x[i].qh);
-        for (int t = 0; t < 4; t++) {
-            __m256i q4 = load256(x[i].qs + 32 * t);
-            __m256i ha = _mm256_and_si256(bit_set(qh, 1 << (2 * t)), c16);
-            __m256i hb = _mm256_and_si256(bit_set(qh, 2 << (2 * t)), c16);
-            a[t] = _mm256_or_si256(_mm256_and_si256(q4, m4), ha);
-            b[t] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4, 4), m4), hb);
-        }
+        __m256i a[4], b[4];
+        qk4_unpack_avx2(x[i].qs, x[i].qh, a, b);
         sums = acc_lanes(sums, h2f_f16c(x[i].d) * y[i].d, qk4_lanes(a, b, sc, y[i].qs));
         const float dmin = h2f_f16c(x[i].dmin) * y[i].d;
         sumf -= dmin * sumi;
@@ -1739,48 +1733,37 @@ QK_AVX2 static void q3k_dequantize_avx2(const void *src, float *y, int64_t n)
     }
 }
 
+/* A Q4_K (qh NULL) or Q5_K block dequantized into y (256). */
+QK_AVX2 static inline __attribute__((always_inline)) void
+qk4_dequantize_block_avx2(const uint8_t *qs, const uint8_t *qh, const uint8_t *scales, uint16_t dh,
+                          uint16_t mh, float *y)
+{
+    const float d = h2f_f16c(dh), min = h2f_f16c(mh);
+    __m256i a[4], b[4];
+    qk4_unpack_avx2(qs, qh, a, b);
+    for (int t = 0; t < 4; t++) {
+        uint8_t sc, m;
+        scale_min_k4(2 * t, scales, &sc, &m);
+        const float d1 = d * sc, m1 = min * m;
+        emit32(y + 64 * t, a[t], d1, m1, d1, m1, true);
+        scale_min_k4(2 * t + 1, scales, &sc, &m);
+        const float d2 = d * sc, m2 = min * m;
+        emit32(y + 64 * t + 32, b[t], d2, m2, d2, m2, true);
+    }
+}
+
 QK_AVX2 static void q4k_dequantize_avx2(const void *src, float *y, int64_t n)
 {
     const struct blk_q4_k *x = src;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int64_t i = 0; i < n / QK_K; i++, y += QK_K) {
-        const float d = h2f_f16c(x[i].d), min = h2f_f16c(x[i].dmin);
-        for (int t = 0; t < 4; t++) {
-            uint8_t sc, m;
-            __m256i q4 = load256(x[i].qs + 32 * t);
-            scale_min_k4(2 * t, x[i].scales, &sc, &m);
-            const float d1 = d * sc, m1 = min * m;
-            emit32(y + 64 * t, _mm256_and_si256(q4, m4), d1, m1, d1, m1, true);
-            scale_min_k4(2 * t + 1, x[i].scales, &sc, &m);
-            const float d2 = d * sc, m2 = min * m;
-            emit32(y + 64 * t + 32, _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4), d2, m2, d2, m2,
-                   true);
-        }
-    }
+    for (int64_t i = 0; i < n / QK_K; i++, y += QK_K)
+        qk4_dequantize_block_avx2(x[i].qs, NULL, x[i].scales, x[i].d, x[i].dmin, y);
 }
 
 QK_AVX2 static void q5k_dequantize_avx2(const void *src, float *y, int64_t n)
 {
     const struct blk_q5_k *x = src;
-    const __m256i m4 = _mm256_set1_epi8(0x0F), c16 = _mm256_set1_epi8(16);
-    for (int64_t i = 0; i < n / QK_K; i++, y += QK_K) {
-        const float d = h2f_f16c(x[i].d), min = h2f_f16c(x[i].dmin);
-        __m256i qh = load256(x[i].qh);
-        for (int t = 0; t < 4; t++) {
-            uint8_t sc, m;
-            __m256i q4 = load256(x[i].qs + 32 * t);
-            __m256i a = _mm256_or_si256(_mm256_and_si256(q4, m4),
-                                        _mm256_and_si256(bit_set(qh, 1 << (2 * t)), c16));
-            __m256i b = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4, 4), m4),
-                                        _mm256_and_si256(bit_set(qh, 2 << (2 * t)), c16));
-            scale_min_k4(2 * t, x[i].scales, &sc, &m);
-            const float d1 = d * sc, m1 = min * m;
-            emit32(y + 64 * t, a, d1, m1, d1, m1, true);
-            scale_min_k4(2 * t + 1, x[i].scales, &sc, &m);
-            const float d2 = d * sc, m2 = min * m;
-            emit32(y + 64 * t + 32, b, d2, m2, d2, m2, true);
-        }
-    }
+    for (int64_t i = 0; i < n / QK_K; i++, y += QK_K)
+        qk4_dequantize_block_avx2(x[i].qs, x[i].qh, x[i].scales, x[i].d, x[i].dmin, y);
 }
 
 QK_AVX2 static void q6k_dequantize_avx2(const void *src, float *y, int64_t n)
